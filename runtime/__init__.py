@@ -1,0 +1,1 @@
+"""Frontalization runtime: face cropping and ONNX/TFLite inference, no TensorFlow needed."""

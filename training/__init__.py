@@ -1,0 +1,1 @@
+"""Training side: dataset adapters, tf.data pipeline, Keras models, training and evaluation."""
