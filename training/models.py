@@ -1,0 +1,431 @@
+"""Keras 3 models: the four seed models (VGGFace U-Net autoencoder, pix2pix, DCGAN, CVAE) and
+the edge generator. All generators map a 128x128 RGB image in [-1, 1] to one in [-1, 1].
+
+Each trainable model is a ``keras.Model`` subclass owning its sub-networks and its own
+``train_step`` (the keras-io pix2pix/CycleGAN pattern); ``model.generator`` is the network
+that is exported (the CVAE exports ``model.frontalizer``: image + yaw one-hot -> frontal).
+"""
+from __future__ import annotations
+
+import os
+
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from .datasets import FRONTAL_INDEX, YAWS
+
+SIZE = 128
+N_YAWS = len(YAWS)
+VGGFACE_WEIGHTS = os.path.expanduser("~/.keras/models/vggface/rcmalli_vggface_tf_notop_vgg16.h5")
+# keras-vggface version 1 preprocessing: RGB -> BGR, minus the training set's BGR mean.
+VGGFACE_MEAN_BGR = (93.5940, 104.7624, 129.1863)
+
+
+# ----------------------------------------------------------------------------- VGGFace
+@keras.saving.register_keras_serializable("frontalize")
+class VGGFacePreprocess(layers.Layer):
+    """[-1, 1] RGB -> VGGFace input (0-255 BGR minus mean)."""
+
+    def call(self, x):
+        x = (x + 1.0) * 127.5
+        x = x[..., ::-1]
+        return x - tf.constant(VGGFACE_MEAN_BGR, dtype=x.dtype)
+
+
+def vggface_encoder(size: int = SIZE) -> keras.Model:
+    """VGG16 layout with keras-vggface's layer names, outputs the skip features and pool5."""
+    inp = keras.Input((size, size, 3), name="image")
+    x = VGGFacePreprocess(name="vggface_preprocess")(inp)
+    feats = {}
+    for block, (n, ch) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)], start=1):
+        for i in range(1, n + 1):
+            x = layers.Conv2D(ch, 3, padding="same", activation="relu", name=f"conv{block}_{i}")(x)
+        feats[f"conv{block}_{n}"] = x
+        x = layers.MaxPooling2D(2, 2, name=f"pool{block}")(x)
+    feats["pool5"] = x
+    return keras.Model(inp, feats, name="vggface_vgg16")
+
+
+def load_vggface_weights(encoder: keras.Model, path: str = VGGFACE_WEIGHTS, verbose: bool = True) -> bool:
+    """Load a keras-vggface .h5 (Keras 2 save_weights layout) into ``encoder`` by layer name.
+
+    Returns False (and says so once) when the file is absent: the encoder keeps random weights.
+    """
+    if not os.path.exists(path):
+        if verbose:
+            print(f"VGGFace weights not found at {path}: the encoder starts from random weights.")
+        return False
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]]
+        loaded = 0
+        for name in names:
+            try:
+                layer = encoder.get_layer(name)
+            except ValueError:
+                continue  # e.g. fc layers of the full model
+            g = group[name]
+            wnames = [w.decode() if isinstance(w, bytes) else w for w in g.attrs["weight_names"]]
+            weights = [np.asarray(g[w]) for w in wnames]
+            if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
+                raise ValueError(f"{path}: layer {name} has shapes {[w.shape for w in weights]}, "
+                                 f"expected {[tuple(v.shape) for v in layer.weights]}")
+            layer.set_weights(weights)
+            loaded += 1
+    if loaded == 0:
+        raise ValueError(f"{path}: no layer of the VGG16 encoder found in this file")
+    if verbose:
+        print(f"VGGFace weights: {loaded} layers loaded from {path}")
+    return True
+
+
+def vgg_unet(decoder: str = "upsample", name: str = "vgg_unet", weights: str | None = VGGFACE_WEIGHTS) -> keras.Model:
+    """U-Net on the frozen VGGFace encoder, skips from conv2_2 ... conv5_3.
+
+    decoder="upsample": bilinear upsampling + conv (the autoencoder); "transpose": transposed
+    convs (pix2pix generator). Output tanh in [-1, 1].
+    """
+    enc = vggface_encoder()
+    if weights is not None:
+        load_vggface_weights(enc, weights)
+    enc.trainable = False
+    inp = keras.Input((SIZE, SIZE, 3), name="image")
+    f = enc(inp)
+    x = f["pool5"]  # 4x4x512
+    for skip, ch in [("conv5_3", 512), ("conv4_3", 256), ("conv3_3", 128), ("conv2_2", 64)]:
+        if decoder == "transpose":
+            x = layers.Conv2DTranspose(ch, 4, strides=2, padding="same", use_bias=False)(x)
+        else:
+            x = layers.UpSampling2D(2, interpolation="bilinear")(x)
+            x = layers.Conv2D(ch, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.Concatenate()([x, f[skip]])
+        x = layers.Conv2D(ch, 3, padding="same", activation="relu")(x)
+    if decoder == "transpose":  # 64 -> 128
+        x = layers.Conv2DTranspose(32, 4, strides=2, padding="same", activation="relu")(x)
+    else:
+        x = layers.UpSampling2D(2, interpolation="bilinear")(x)
+        x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    out = layers.Conv2D(3, 3, padding="same", activation="tanh", dtype="float32", name="frontal")(x)
+    return keras.Model(inp, out, name=name)
+
+
+# ----------------------------------------------------------------------------- discriminators
+def patchgan(base: int = 64, name: str = "patchgan") -> keras.Model:
+    """pix2pix PatchGAN (70x70 receptive field) on concat(input, output): logits per patch."""
+    a = keras.Input((SIZE, SIZE, 3), name="input_image")
+    b = keras.Input((SIZE, SIZE, 3), name="target_image")
+    x = layers.Concatenate()([a, b])
+    for i, ch in enumerate([base, base * 2, base * 4]):
+        x = layers.Conv2D(ch, 4, strides=2, padding="same", use_bias=i == 0)(x)
+        if i:
+            x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.ZeroPadding2D()(x)
+    x = layers.Conv2D(base * 8, 4, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.LeakyReLU(0.2)(x)
+    x = layers.ZeroPadding2D()(x)
+    out = layers.Conv2D(1, 4, dtype="float32")(x)
+    return keras.Model([a, b], out, name=name)
+
+
+def dcgan_discriminator(base: int = 64) -> keras.Model:
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = inp
+    for i, ch in enumerate([base, base * 2, base * 4, base * 8]):
+        x = layers.Conv2D(ch, 4, strides=2, padding="same")(x)
+        if i:
+            x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.Flatten()(x)
+    return keras.Model(inp, layers.Dense(1, dtype="float32")(x), name="dcgan_discriminator")
+
+
+# ----------------------------------------------------------------------------- DCGAN generator
+def dcgan_generator(latent: int = 256, base: int = 64) -> keras.Model:
+    """Conv encoder -> latent vector -> DCGAN transposed-conv decoder (no skips)."""
+    inp = keras.Input((SIZE, SIZE, 3), name="image")
+    x = inp
+    for i, ch in enumerate([base, base * 2, base * 4, base * 8, base * 8]):  # 128 -> 4
+        x = layers.Conv2D(ch, 4, strides=2, padding="same", use_bias=i == 0)(x)
+        if i:
+            x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    z = layers.Dense(latent)(layers.Flatten()(x))
+    x = layers.Dense(4 * 4 * base * 8, use_bias=False)(z)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Reshape((4, 4, base * 8))(x)
+    for ch in [base * 8, base * 4, base * 2, base]:  # 4 -> 64
+        x = layers.Conv2DTranspose(ch, 4, strides=2, padding="same", use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+    out = layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh", dtype="float32",
+                                 name="frontal")(x)
+    return keras.Model(inp, out, name="dcgan_generator")
+
+
+# ----------------------------------------------------------------------------- edge generator
+def _ds_block(x, ch, stride=1, name=None):
+    """MobileNet depthwise-separable block: dw3x3 -> BN -> ReLU6 -> pw1x1 -> BN -> ReLU6."""
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.ReLU(6.0)(layers.BatchNormalization(name=f"{name}_dw_bn")(x))
+    x = layers.Conv2D(ch, 1, use_bias=False, name=f"{name}_pw")(x)
+    return layers.ReLU(6.0)(layers.BatchNormalization(name=f"{name}_pw_bn")(x))
+
+
+def edge_generator(width: float = 1.0, name: str = "edge_generator") -> keras.Model:
+    """U-Net of depthwise-separable blocks with a dense bottleneck (global view for the pose change)."""
+    c = [int(round(v * width)) for v in (32, 64, 128, 192, 256)]
+    inp = keras.Input((SIZE, SIZE, 3), name="image")
+    x = layers.Conv2D(c[0], 3, strides=2, padding="same", use_bias=False, name="stem")(inp)  # 64
+    x = layers.ReLU(6.0)(layers.BatchNormalization(name="stem_bn")(x))
+    x = s64 = _ds_block(x, c[0], name="e64")
+    x = _ds_block(x, c[1], 2, "d32")
+    x = s32 = _ds_block(x, c[1], name="e32")
+    x = _ds_block(x, c[2], 2, "d16")
+    x = s16 = _ds_block(x, c[2], name="e16")
+    x = _ds_block(x, c[3], 2, "d8")
+    x = s8 = _ds_block(x, c[3], name="e8")
+    x = _ds_block(x, c[4], 2, "d4")  # 4x4
+    # Dense bottleneck: frontalizing moves features across the whole face.
+    g = layers.Dense(256, activation="relu", name="bottleneck_in")(layers.Flatten()(x))
+    g = layers.Dense(4 * 4 * c[4], activation="relu", name="bottleneck_out")(g)
+    x = layers.Concatenate()([x, layers.Reshape((4, 4, c[4]))(g)])
+    for skip, ch, tag in [(s8, c[3], "u8"), (s16, c[2], "u16"), (s32, c[1], "u32"), (s64, c[0], "u64")]:
+        x = layers.UpSampling2D(2, interpolation="bilinear")(x)
+        x = layers.Concatenate()([x, skip])
+        x = _ds_block(x, ch, name=f"{tag}a")
+        x = _ds_block(x, ch, name=f"{tag}b")
+    x = layers.UpSampling2D(2, interpolation="bilinear")(x)  # 128
+    x = _ds_block(x, 24, name="u128")
+    out = layers.Conv2D(3, 3, padding="same", activation="tanh", dtype="float32", name="frontal")(x)
+    return keras.Model(inp, out, name=name)
+
+
+# ----------------------------------------------------------------------------- CVAE networks
+def cvae_networks(latent: int = 128, base: int = 32) -> tuple[keras.Model, keras.Model]:
+    img = keras.Input((SIZE, SIZE, 3), name="image")
+    yaw = keras.Input((N_YAWS,), name="yaw")
+    lab = layers.Reshape((1, 1, N_YAWS))(yaw)
+    x = layers.Concatenate()([img, layers.UpSampling2D(SIZE)(lab)])
+    for ch in [base, base * 2, base * 4, base * 8, base * 8]:
+        x = layers.Conv2D(ch, 4, strides=2, padding="same")(x)
+        x = layers.LeakyReLU(0.2)(layers.BatchNormalization()(x))
+    h = layers.Concatenate()([layers.Flatten()(x), yaw])
+    mu = layers.Dense(latent, name="mu")(h)
+    logvar = layers.Dense(latent, name="logvar")(h)
+    encoder = keras.Model([img, yaw], [mu, logvar], name="cvae_encoder")
+
+    z = keras.Input((latent,), name="z")
+    yaw2 = keras.Input((N_YAWS,), name="yaw")
+    x = layers.Dense(4 * 4 * base * 8, activation="relu")(layers.Concatenate()([z, yaw2]))
+    x = layers.Reshape((4, 4, base * 8))(x)
+    for ch in [base * 8, base * 4, base * 2, base]:
+        x = layers.Conv2DTranspose(ch, 4, strides=2, padding="same", use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+    out = layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh", dtype="float32")(x)
+    decoder = keras.Model([z, yaw2], out, name="cvae_decoder")
+    return encoder, decoder
+
+
+def cvae_frontalizer(encoder: keras.Model, decoder: keras.Model) -> keras.Model:
+    """Deterministic frontalizing path: (image, its yaw one-hot) -> decode(mu, frontal label)."""
+    img = keras.Input((SIZE, SIZE, 3), name="image")
+    yaw = keras.Input((N_YAWS,), name="yaw")
+    mu, _ = encoder([img, yaw])
+    frontal = layers.Lambda(lambda t: tf.one_hot(tf.fill(tf.shape(t)[:1], FRONTAL_INDEX), N_YAWS),
+                            name="frontal_label")(yaw)
+    return keras.Model([img, yaw], decoder([mu, frontal]), name="cvae_frontalizer")
+
+
+# ----------------------------------------------------------------------------- trainable wrappers
+def _adv_loss(logits, real: bool):
+    labels = tf.ones_like(logits) if real else tf.zeros_like(logits)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits))
+
+
+class Frontalizer(keras.Model):
+    """Base: holds ``generator`` and the per-replica loss scaling for tf.distribute."""
+
+    kind = "base"
+
+    def generate(self, x, yaw=None, training=False):
+        return self.generator(x, training=training)
+
+    def call(self, inputs, training=False):
+        return self.generate(inputs["x"], inputs.get("yaw"), training=training)
+
+    def _scale(self, loss):
+        # Gradients are summed over replicas: divide by their number so the step matches one device.
+        # Call inside the GradientTape, or the division is not recorded.
+        return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+    def test_step(self, data):
+        fake = self.generate(data["x"], data["yaw"])
+        return {"l1": tf.reduce_mean(tf.abs(fake - data["y"]))}
+
+    def optimizers(self) -> dict:
+        return {"g_opt": self.g_opt}
+
+    def build_optimizers(self):
+        for name, opt in self.optimizers().items():
+            opt.build(self._opt_vars(name))
+
+    def _opt_vars(self, name):
+        return self.generator.trainable_variables
+
+
+class Autoencoder(Frontalizer):
+    """The seed's U-Net autoencoder: frozen VGGFace encoder, MSE."""
+
+    kind = "autoencoder"
+
+    def __init__(self, weights=VGGFACE_WEIGHTS, lr=2e-4, **kw):
+        super().__init__(**kw)
+        self.generator = vgg_unet("upsample", "vgg_unet_autoencoder", weights)
+        self.g_opt = keras.optimizers.Adam(lr)
+
+    def train_step(self, data):
+        x, y = data["x"], data["y"]
+        with tf.GradientTape() as tape:
+            fake = self.generator(x, training=True)
+            mse = tf.reduce_mean(tf.square(fake - y))
+            scaled = self._scale(mse)
+        grads = tape.gradient(scaled, self.generator.trainable_variables)
+        self.g_opt.apply_gradients(zip(grads, self.generator.trainable_variables))
+        return {"mse": mse, "l1": tf.reduce_mean(tf.abs(fake - y))}
+
+
+class Pix2Pix(Frontalizer):
+    """Conditional GAN: loss_G = l1_weight * L1 + adversarial; PatchGAN on (input, output)."""
+
+    kind = "pix2pix"
+
+    def __init__(self, generator=None, discriminator=None, l1_weight=100.0, lr=2e-4, **kw):
+        super().__init__(**kw)
+        self.generator = generator if generator is not None else vgg_unet("transpose", "vgg_unet_pix2pix")
+        self.discriminator = discriminator if discriminator is not None else patchgan()
+        self.l1_weight = l1_weight
+        self.g_opt = keras.optimizers.Adam(lr, beta_1=0.5)
+        self.d_opt = keras.optimizers.Adam(lr, beta_1=0.5)
+
+    def optimizers(self):
+        return {"g_opt": self.g_opt, "d_opt": self.d_opt}
+
+    def _opt_vars(self, name):
+        return (self.generator if name == "g_opt" else self.discriminator).trainable_variables
+
+    def _disc(self, x, img, training):
+        return self.discriminator([x, img], training=training)
+
+    def train_step(self, data):
+        x, y = data["x"], data["y"]
+        with tf.GradientTape() as gt, tf.GradientTape() as dt:
+            fake = self.generator(x, training=True)
+            real_logits = self._disc(x, y, True)
+            fake_logits = self._disc(x, fake, True)
+            l1 = tf.reduce_mean(tf.abs(fake - y))
+            g_adv = _adv_loss(fake_logits, True)
+            g_loss = self.l1_weight * l1 + g_adv
+            d_loss = 0.5 * (_adv_loss(real_logits, True) + _adv_loss(fake_logits, False))
+            g_scaled, d_scaled = self._scale(g_loss), self._scale(d_loss)
+        g_vars, d_vars = self.generator.trainable_variables, self.discriminator.trainable_variables
+        self.g_opt.apply_gradients(zip(gt.gradient(g_scaled, g_vars), g_vars))
+        self.d_opt.apply_gradients(zip(dt.gradient(d_scaled, d_vars), d_vars))
+        return {"g_loss": g_loss, "l1": l1, "g_adv": g_adv, "d_loss": d_loss}
+
+
+class DCGAN(Pix2Pix):
+    """Encoder-decoder generator with an unconditional DCGAN discriminator on the output alone."""
+
+    kind = "dcgan"
+
+    def __init__(self, l1_weight=100.0, lr=2e-4, **kw):
+        super().__init__(dcgan_generator(), dcgan_discriminator(), l1_weight, lr, **kw)
+
+    def _disc(self, x, img, training):
+        return self.discriminator(img, training=training)
+
+
+class EdgeGAN(Pix2Pix):
+    """The edge generator trained with the pix2pix losses (a lighter PatchGAN)."""
+
+    kind = "edge"
+
+    def __init__(self, width=1.0, l1_weight=100.0, lr=2e-4, **kw):
+        super().__init__(edge_generator(width), patchgan(base=32), l1_weight, lr, **kw)
+
+
+class CVAE(Frontalizer):
+    """Conditional VAE over the 13 yaw labels.
+
+    Loss: reconstruct the side view from (z, its yaw) and the frontal view from (z, frontal label),
+    plus beta * KL. Frontalizing: encode (x, yaw) and decode mu with the frontal label.
+    """
+
+    kind = "cvae"
+
+    def __init__(self, latent=128, beta=1e-3, lr=2e-4, **kw):
+        super().__init__(**kw)
+        self.encoder, self.decoder = cvae_networks(latent)
+        self.generator = self.frontalizer = cvae_frontalizer(self.encoder, self.decoder)
+        self.beta = beta
+        self.g_opt = keras.optimizers.Adam(lr)
+
+    def _opt_vars(self, name):
+        return self.encoder.trainable_variables + self.decoder.trainable_variables
+
+    def generate(self, x, yaw=None, training=False):
+        return self.frontalizer([x, tf.one_hot(yaw, N_YAWS)], training=training)
+
+    def train_step(self, data):
+        x, y = data["x"], data["y"]
+        yaw = tf.one_hot(data["yaw"], N_YAWS)
+        front = tf.one_hot(tf.fill(tf.shape(data["yaw"]), FRONTAL_INDEX), N_YAWS)
+        with tf.GradientTape() as tape:
+            mu, logvar = self.encoder([x, yaw], training=True)
+            z = mu + tf.exp(0.5 * logvar) * tf.random.normal(tf.shape(mu))
+            rec_side = tf.reduce_mean(tf.abs(self.decoder([z, yaw], training=True) - x))
+            fake = self.decoder([z, front], training=True)
+            rec_front = tf.reduce_mean(tf.abs(fake - y))
+            kl = -0.5 * tf.reduce_mean(tf.reduce_sum(1 + logvar - tf.square(mu) - tf.exp(logvar), -1))
+            loss = rec_side + rec_front + self.beta * kl
+            scaled = self._scale(loss)
+        v = self._opt_vars("g_opt")
+        self.g_opt.apply_gradients(zip(tape.gradient(scaled, v), v))
+        return {"loss": loss, "l1": rec_front, "rec_side": rec_side, "kl": kl}
+
+
+MODELS = {"autoencoder": Autoencoder, "pix2pix": Pix2Pix, "dcgan": DCGAN, "cvae": CVAE, "edge": EdgeGAN}
+
+
+# ----------------------------------------------------------------------------- size
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (conv, depthwise, transposed conv, dense)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+            continue
+        if not layer.weights:
+            continue
+        out = layer.output.shape
+        k = layer.weights[0].shape
+        if isinstance(layer, layers.DepthwiseConv2D):
+            total += out[1] * out[2] * k[0] * k[1] * k[2] * k[3]
+        elif isinstance(layer, layers.Conv2DTranspose):
+            inp = layer.input.shape
+            total += inp[1] * inp[2] * k[0] * k[1] * k[2] * k[3]
+        elif isinstance(layer, layers.Conv2D):
+            total += out[1] * out[2] * k[0] * k[1] * k[2] * k[3]
+        elif isinstance(layer, layers.Dense):
+            total += k[0] * k[1]
+    return int(total)
+
+
+def describe(model: keras.Model) -> str:
+    return f"{model.name}: {count_macs(model) / 1e9:.3f} GMAC/image, {model.count_params() / 1e6:.2f} M parameters"
