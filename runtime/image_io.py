@@ -30,13 +30,28 @@ class LoadedImage:
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header without decoding, or None if unknown."""
-    try:
-        from PIL import Image
-        import io
+    """(width, height) from the header without decoding, or None if unknown.
 
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
+    Raises ImageError for a non-JPEG image too large to decode in full (only JPEG can be
+    decoded reduced): PIL's decompression-bomb limit is that memory bound.
+    """
+    import io
+    import warnings
+
+    from PIL import Image, JpegImagePlugin
+
+    try:
+        if data.startswith(_JPEG_MAGIC):
+            # The plugin class directly: Image.open would refuse a 20000x20000 JPEG as a
+            # "decompression bomb" before we could read its size and decode it reduced.
+            return JpegImagePlugin.JpegImageFile(io.BytesIO(data)).size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image too large to decode ({str(e).split('(')[1].split(')')[0]}; "
+                         f"only JPEG is decoded reduced)") from None
     except Exception:
         return None
 
@@ -73,7 +88,10 @@ def decode_image(data: bytes, name: str = "<bytes>", max_side: int = MAX_SIDE) -
         raise ImageError(f"{name}: empty file (0 bytes)")
     _check_complete(data, name)
     buf = np.frombuffer(data, np.uint8)
-    size = _header_size(data)
+    try:
+        size = _header_size(data)
+    except ImageError as e:
+        raise ImageError(f"{name}: {e}") from None
     reduce = 1
     if size and max(size) > max_side and data.startswith(_JPEG_MAGIC):
         while reduce < 8 and max(size) / (reduce * 2) >= max_side:
