@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure speed and accuracy; results in benchmarks/results/."""

@@ -1,0 +1,35 @@
+"""Shared fixtures: the bundled sample photo, one real FaceAnalyzer, multipie30 (skips when absent)."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SAMPLES = os.path.join(ROOT, "samples")
+MULTIPIE30 = os.path.join(os.environ.get("FRONTALIZE_DATA", os.path.join(ROOT, "..", "shared", "data")), "multipie30")
+needs_multipie30 = pytest.mark.skipif(not os.path.isdir(MULTIPIE30), reason="../shared/data/multipie30 absent")
+
+
+@pytest.fixture(scope="session")
+def grace() -> np.ndarray:
+    """samples/grace_hopper.jpg as RGB uint8 (600x512, one frontal face of ~215 px)."""
+    from runtime.image_io import load_image
+
+    return load_image(os.path.join(SAMPLES, "grace_hopper.jpg")).rgb
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    """A real FaceAnalyzer, cascade strategy (dlib HOG -> BlazeFace -> dlib CNN), loaded once."""
+    from runtime.detect import FaceAnalyzer
+
+    return FaceAnalyzer("cascade", threads=1)
+
+
+@pytest.fixture(scope="session")
+def multipie30() -> str:
+    if not os.path.isdir(MULTIPIE30):
+        pytest.skip("../shared/data/multipie30 absent")
+    return MULTIPIE30
