@@ -1,0 +1,57 @@
+"""Real validation crops for int8 calibration and parity checks, read through the manifest.
+
+Only the manifest's 'val' identities (042-043 on multipie30) are used: test identities never
+reach calibration, whatever split is asked for.
+"""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from runtime.errors import FrontalizeError
+from runtime.image_io import load_image
+
+SIZE = 128
+YAWS = tuple(range(-90, 91, 15))
+
+
+class CalibrationError(FrontalizeError):
+    """No usable calibration/parity data (manifest missing, wrong split, images absent)."""
+
+
+def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase: float = 0.0,
+                     root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 RGB (n,128,128,3) side views, their yaw label indices), spread evenly over the split.
+
+    ``phase`` in [0, 1) shifts the sampling grid: parity uses 0.5 so that it is measured on
+    crops the int8 calibration (phase 0) did not see.
+    """
+    import json
+
+    if not os.path.exists(manifest_path):
+        raise CalibrationError(f"{manifest_path}: no such manifest (run `python -m training.datasets`)")
+    with open(manifest_path) as f:
+        m = json.load(f)
+    test_ids = set(m.get("identities", {}).get("test", []))
+    if split == "test":
+        raise CalibrationError("the test split never serves calibration or tuning: use --calib-split val")
+    rows = [r for r in m.get("pairs", {}).get(split, []) if r["id"] not in test_ids]
+    if not rows:
+        raise CalibrationError(f"{manifest_path}: no '{split}' pairs")
+    root = root or m["root"]
+    n = min(n, len(rows))
+    step = len(rows) / n
+    picks = [rows[min(len(rows) - 1, int((i + phase) * step))] for i in range(n)]
+    images, yaws = [], []
+    for r in picks:
+        path = os.path.join(root, r["x"])
+        if not os.path.exists(path):
+            raise CalibrationError(f"{path}: image of the manifest not found (is the data set mounted?)")
+        rgb = load_image(path).rgb
+        if rgb.shape[:2] != (SIZE, SIZE):
+            rgb = cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+        images.append(rgb)
+        yaws.append(YAWS.index(int(r["yaw"])))
+    return np.stack(images), np.asarray(yaws, np.int64)
