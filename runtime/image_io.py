@@ -136,9 +136,12 @@ def atomic_write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower() or ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in (".jpg", ".jpeg") else []
-    ok, enc = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    try:
+        ok, enc = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    except cv2.error:  # no encoder for this extension
+        ok = False
     if not ok:
-        raise ImageError(f"{path}: cannot encode image")
+        raise ImageError(f"{path}: cannot encode image as {ext}")
     atomic_write_bytes(path, enc.tobytes())
 
 

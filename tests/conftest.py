@@ -33,3 +33,11 @@ def multipie30() -> str:
     if not os.path.isdir(MULTIPIE30):
         pytest.skip("../shared/data/multipie30 absent")
     return MULTIPIE30
+
+
+@pytest.fixture(scope="session")
+def odd_images(tmp_path_factory) -> dict:
+    """name -> path of the bad and odd inputs of tests/odd_images.py (EXPECT says what each gives)."""
+    import odd_images as oi
+
+    return oi.write_all(str(tmp_path_factory.mktemp("odd")))
