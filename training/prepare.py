@@ -237,17 +237,18 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
             for job in jobs:
                 record(crop_one(*job))
         else:
+            pool = ProcessPoolExecutor(min(workers, len(jobs)), initializer=_init_worker, initargs=(settings,))
             try:
-                with ProcessPoolExecutor(min(workers, len(jobs)), initializer=_init_worker,
-                                         initargs=(settings,)) as pool:
-                    futures = [pool.submit(crop_one, *job) for job in jobs]
-                    for fut in as_completed(futures):
-                        record(fut.result())
+                futures = [pool.submit(crop_one, *job) for job in jobs]
+                for fut in as_completed(futures):
+                    record(fut.result())
             except BrokenProcessPool:
                 # A worker died (e.g. killed for memory); what finished is kept and journaled.
                 bar.close()
                 raise FrontalizeError(f"a worker process died after {len(results) - len(done)} of {len(jobs)} "
                                       f"images; run the same command again to resume") from None
+            finally:
+                pool.shutdown(cancel_futures=True)  # on Ctrl-C: stop now, not after the queued images
     bar.close()
 
     rows = [results[r] for r in rels]
@@ -300,6 +301,9 @@ def main(argv=None) -> int:
     except (FrontalizeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: crops written so far are kept; run the same command to resume", file=sys.stderr)
+        return 130
     print(f"{rep['images']} images ({rep['run']['resumed']} done in an earlier run): {rep['faces']} crops, "
           f"{rep['failed']} failed -> {os.path.join(a.dst, REPORT + '.md')}")
     return 0
