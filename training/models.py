@@ -232,13 +232,24 @@ def cvae_networks(latent: int = 128, base: int = 32) -> tuple[keras.Model, keras
     return encoder, decoder
 
 
+@keras.saving.register_keras_serializable("frontalize")
+class FrontalLabel(layers.Layer):
+    """The frontal yaw one-hot, one row per input row. A registered layer, not a Lambda: a saved
+    Lambda loses its module globals (``tf``), so the .keras file would not load again."""
+
+    def call(self, yaw):
+        return tf.one_hot(tf.fill(tf.shape(yaw)[:1], FRONTAL_INDEX), N_YAWS)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], N_YAWS)
+
+
 def cvae_frontalizer(encoder: keras.Model, decoder: keras.Model) -> keras.Model:
     """Deterministic frontalizing path: (image, its yaw one-hot) -> decode(mu, frontal label)."""
     img = keras.Input((SIZE, SIZE, 3), name="image")
     yaw = keras.Input((N_YAWS,), name="yaw")
     mu, _ = encoder([img, yaw])
-    frontal = layers.Lambda(lambda t: tf.one_hot(tf.fill(tf.shape(t)[:1], FRONTAL_INDEX), N_YAWS),
-                            name="frontal_label")(yaw)
+    frontal = FrontalLabel(name="frontal_label")(yaw)
     return keras.Model([img, yaw], decoder([mu, frontal]), name="cvae_frontalizer")
 
 
