@@ -34,6 +34,7 @@ from runtime.blazeface import INPUT, BlazeFace, _nms  # noqa: E402
 from runtime.crop import roi_from_landmarks  # noqa: E402
 from runtime.detect import FaceAnalyzer  # noqa: E402
 from runtime.image_io import atomic_write_bytes, load_image  # noqa: E402
+from training.datasets import MULTIPIE_CAM_YAW  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "multipie30")
 TRAIN = [f"{i:03d}" for i in range(20, 42)]
@@ -54,7 +55,7 @@ def blaze_with_keypoints(bf: BlazeFace, rgb: np.ndarray):
     bf.interp.set_tensor(bf.inp, x)
     bf.interp.invoke()
     raw = bf.interp.get_tensor(bf.out_boxes)[0]
-    scores = 1 / (1 + np.exp(-np.clip(bf.interp.get_tensor(bf.out_scores)[0, :, 0], -100, 100)))
+    scores = 1 / (1 + np.exp(-np.clip(bf.interp.get_tensor(bf.out_scores)[0, :, 0].astype(np.float64), -100, 100)))
     sel = np.where(scores >= bf.score)[0]
     if sel.size == 0:
         return None
@@ -134,6 +135,16 @@ def report(calib, rows, meta_scale, meta_shift, name):
     return out
 
 
+def by_yaw(calib, rows, scale, shift) -> dict:
+    """IoU with the Python crop per |yaw| (multipie camera), train and val rows together."""
+    groups = {}
+    for row in rows:
+        yaw = MULTIPIE_CAM_YAW.get(row[0].rsplit("_", 2)[1])
+        if yaw is not None:
+            groups.setdefault(abs(yaw), []).append(row)
+    return {f"{y} deg": report(calib, g, scale, shift, f"|yaw| {y}")["iou_mean"] for y, g in sorted(groups.items())}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-cam", type=int, default=2, help="images per (identity, camera) (default 2)")
@@ -173,6 +184,7 @@ def main():
             "val_042_043": report(calib, val, scale, shift, "val"),
             "samples": report(calib, samples, scale, shift, "samples"),
             "uncalibrated_box_val": report(identity, val, scale, shift, "uncalibrated (BlazeFace box as is), val"),
+            "iou_by_abs_yaw": by_yaw(calib, train + val, scale, shift),
         },
         "measured_with": "crop_scale 0.95, crop_shift_y -0.075",
     }
