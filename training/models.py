@@ -24,6 +24,16 @@ VGGFACE_WEIGHTS = os.path.expanduser("~/.keras/models/vggface/rcmalli_vggface_tf
 VGGFACE_MEAN_BGR = (93.5940, 104.7624, 129.1863)
 
 
+# BatchNorm momentum 0.9, not Keras' 0.99: with 0.99 the moving variance still carries the huge
+# activations of the first ~100 steps after a few hundred steps (measured: 2-10x too large per layer
+# after 330 steps), which compounds over 35 layers into a near-constant output at inference.
+BN_MOMENTUM = 0.9
+
+
+def _bn(name=None):
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+
+
 # ----------------------------------------------------------------------------- VGGFace
 @keras.saving.register_keras_serializable("frontalize")
 class VGGFacePreprocess(layers.Layer):
@@ -101,7 +111,7 @@ def vgg_unet(decoder: str = "upsample", name: str = "vgg_unet", weights: str | N
         else:
             x = layers.UpSampling2D(2, interpolation="bilinear")(x)
             x = layers.Conv2D(ch, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = _bn()(x)
         x = layers.ReLU()(x)
         x = layers.Concatenate()([x, f[skip]])
         x = layers.Conv2D(ch, 3, padding="same", activation="relu")(x)
@@ -123,11 +133,11 @@ def patchgan(base: int = 64, name: str = "patchgan") -> keras.Model:
     for i, ch in enumerate([base, base * 2, base * 4]):
         x = layers.Conv2D(ch, 4, strides=2, padding="same", use_bias=i == 0)(x)
         if i:
-            x = layers.BatchNormalization()(x)
+            x = _bn()(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.ZeroPadding2D()(x)
     x = layers.Conv2D(base * 8, 4, use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = _bn()(x)
     x = layers.LeakyReLU(0.2)(x)
     x = layers.ZeroPadding2D()(x)
     out = layers.Conv2D(1, 4, dtype="float32")(x)
@@ -140,7 +150,7 @@ def dcgan_discriminator(base: int = 64) -> keras.Model:
     for i, ch in enumerate([base, base * 2, base * 4, base * 8]):
         x = layers.Conv2D(ch, 4, strides=2, padding="same")(x)
         if i:
-            x = layers.BatchNormalization()(x)
+            x = _bn()(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
     return keras.Model(inp, layers.Dense(1, dtype="float32")(x), name="dcgan_discriminator")
@@ -154,15 +164,15 @@ def dcgan_generator(latent: int = 256, base: int = 64) -> keras.Model:
     for i, ch in enumerate([base, base * 2, base * 4, base * 8, base * 8]):  # 128 -> 4
         x = layers.Conv2D(ch, 4, strides=2, padding="same", use_bias=i == 0)(x)
         if i:
-            x = layers.BatchNormalization()(x)
+            x = _bn()(x)
         x = layers.LeakyReLU(0.2)(x)
     z = layers.Dense(latent)(layers.Flatten()(x))
     x = layers.Dense(4 * 4 * base * 8, use_bias=False)(z)
-    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.ReLU()(_bn()(x))
     x = layers.Reshape((4, 4, base * 8))(x)
     for ch in [base * 8, base * 4, base * 2, base]:  # 4 -> 64
         x = layers.Conv2DTranspose(ch, 4, strides=2, padding="same", use_bias=False)(x)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.ReLU()(_bn()(x))
     out = layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh", dtype="float32",
                                  name="frontal")(x)
     return keras.Model(inp, out, name="dcgan_generator")
@@ -172,9 +182,9 @@ def dcgan_generator(latent: int = 256, base: int = 64) -> keras.Model:
 def _ds_block(x, ch, stride=1, name=None):
     """MobileNet depthwise-separable block: dw3x3 -> BN -> ReLU6 -> pw1x1 -> BN -> ReLU6."""
     x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.ReLU(6.0)(layers.BatchNormalization(name=f"{name}_dw_bn")(x))
+    x = layers.ReLU(6.0)(_bn(name=f"{name}_dw_bn")(x))
     x = layers.Conv2D(ch, 1, use_bias=False, name=f"{name}_pw")(x)
-    return layers.ReLU(6.0)(layers.BatchNormalization(name=f"{name}_pw_bn")(x))
+    return layers.ReLU(6.0)(_bn(name=f"{name}_pw_bn")(x))
 
 
 def edge_generator(width: float = 1.0, name: str = "edge_generator") -> keras.Model:
@@ -182,7 +192,7 @@ def edge_generator(width: float = 1.0, name: str = "edge_generator") -> keras.Mo
     c = [int(round(v * width)) for v in (32, 64, 128, 192, 256)]
     inp = keras.Input((SIZE, SIZE, 3), name="image")
     x = layers.Conv2D(c[0], 3, strides=2, padding="same", use_bias=False, name="stem")(inp)  # 64
-    x = layers.ReLU(6.0)(layers.BatchNormalization(name="stem_bn")(x))
+    x = layers.ReLU(6.0)(_bn(name="stem_bn")(x))
     x = s64 = _ds_block(x, c[0], name="e64")
     x = _ds_block(x, c[1], 2, "d32")
     x = s32 = _ds_block(x, c[1], name="e32")
@@ -214,7 +224,7 @@ def cvae_networks(latent: int = 128, base: int = 32) -> tuple[keras.Model, keras
     x = layers.Concatenate()([img, layers.UpSampling2D(SIZE)(lab)])
     for ch in [base, base * 2, base * 4, base * 8, base * 8]:
         x = layers.Conv2D(ch, 4, strides=2, padding="same")(x)
-        x = layers.LeakyReLU(0.2)(layers.BatchNormalization()(x))
+        x = layers.LeakyReLU(0.2)(_bn()(x))
     h = layers.Concatenate()([layers.Flatten()(x), yaw])
     mu = layers.Dense(latent, name="mu")(h)
     logvar = layers.Dense(latent, name="logvar")(h)
@@ -226,7 +236,7 @@ def cvae_networks(latent: int = 128, base: int = 32) -> tuple[keras.Model, keras
     x = layers.Reshape((4, 4, base * 8))(x)
     for ch in [base * 8, base * 4, base * 2, base]:
         x = layers.Conv2DTranspose(ch, 4, strides=2, padding="same", use_bias=False)(x)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.ReLU()(_bn()(x))
     out = layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="tanh", dtype="float32")(x)
     decoder = keras.Model([z, yaw2], out, name="cvae_decoder")
     return encoder, decoder
