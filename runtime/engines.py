@@ -1,0 +1,264 @@
+"""One small interface over the inference engines: ``load_engine(path) -> Engine``.
+
+- ``onnx``: onnxruntime, execution providers picked from what the installed build offers, in
+  the order TensorRT, CUDA, CPU (so the same code uses the GPU on a Jetson / CUDA box).
+- ``tflite``: LiteRT's ``Interpreter`` (XNNPACK, the default op resolver), ``threads`` threads;
+  int8/uint8 input/output tensors are (de)quantized with the tensor's scale and zero point,
+  and a dynamic batch dimension is resized to the batch given.
+- ``keras``: the original Keras model (TensorFlow imported only here), for comparison.
+
+Pre/post-processing follows the model's metadata (``runtime.model_meta``): input size, input
+and output ranges, channel order. ``Engine.run`` takes RGB uint8 images (one HxWx3 or a batch
+NxHxWx3; resized to the model's size when needed) or float32 already in the model's input
+range, and returns RGB uint8 frontal faces (same batch shape). A CVAE also needs each face's
+yaw (degrees): it is mapped to the nearest of ``meta["yaw_labels"]`` and fed as a one-hot.
+"""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from .errors import ModelError
+from .model_meta import read_meta
+
+ENGINES = ("onnx", "tflite", "keras")
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    return (s.splitlines()[0] if s else type(e).__name__)[:200]
+
+
+def engine_for(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    kind = {".onnx": "onnx", ".tflite": "tflite", ".keras": "keras", ".h5": "keras"}.get(ext)
+    if kind is None:
+        raise ModelError(f"{path}: unknown model type '{ext}' (expected .onnx, .tflite or .keras)")
+    return kind
+
+
+class Engine:
+    """Base: metadata-driven pre/post-processing around ``_infer`` (float in, float out)."""
+
+    name = "?"
+
+    def __init__(self, path: str, meta: dict, threads: int):
+        self.path, self.meta, self.threads = path, meta, threads
+        self.size = int(meta.get("input_size", 128))
+        self.yaw_labels = meta.get("yaw_labels") or None
+        self.providers: list[str] = []
+
+    @property
+    def needs_yaw(self) -> bool:
+        return bool(self.yaw_labels)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {os.path.basename(self.path)} {self.meta.get('model')} {self.providers}>"
+
+    # -- metadata-driven conversions --
+    def preprocess(self, images) -> np.ndarray:
+        x = np.asarray(images)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"expected HxWx3 or NxHxWx3 images, got shape {x.shape}")
+        if x.dtype != np.uint8:  # already normalized by the caller
+            if x.shape[1:3] != (self.size, self.size):
+                raise ValueError(f"float input must be {self.size}x{self.size}, got {x.shape[1:3]}")
+            return np.ascontiguousarray(x, dtype=np.float32)
+        if x.shape[1:3] != (self.size, self.size):
+            x = np.stack([cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_AREA) for im in x])
+        if self.meta.get("channel_order", "RGB").upper() == "BGR":
+            x = x[..., ::-1]
+        lo, hi = self.meta.get("input_range", [-1.0, 1.0])
+        return (x.astype(np.float32) * ((hi - lo) / 255.0) + lo).astype(np.float32)
+
+    def postprocess(self, y: np.ndarray) -> np.ndarray:
+        lo, hi = self.meta.get("output_range", [-1.0, 1.0])
+        y = (np.asarray(y, np.float32) - lo) * (255.0 / (hi - lo))
+        y = np.clip(y + 0.5, 0, 255).astype(np.uint8)
+        if self.meta.get("channel_order", "RGB").upper() == "BGR":
+            y = y[..., ::-1]
+        return np.ascontiguousarray(y)
+
+    def yaw_onehot(self, yaw, n: int) -> np.ndarray:
+        if yaw is None:
+            raise ValueError(f"{self.meta.get('model')} model needs the face's yaw (degrees)")
+        yaws = np.broadcast_to(np.asarray(yaw, np.float64).reshape(-1), (n,))
+        labels = np.asarray(self.yaw_labels, np.float64)
+        idx = np.abs(np.nan_to_num(yaws, nan=0.0)[:, None] - labels[None]).argmin(1)
+        return np.eye(len(labels), dtype=np.float32)[idx]
+
+    def run(self, images, yaw=None) -> np.ndarray:
+        """RGB uint8 (HxWx3 / NxHxWx3) or model-range float32 -> RGB uint8 frontal face(s)."""
+        single = np.ndim(images) == 3
+        x = self.preprocess(images)
+        y = self.run_float(x, yaw)
+        out = self.postprocess(y)
+        return out[0] if single else out
+
+    def run_float(self, x: np.ndarray, yaw=None) -> np.ndarray:
+        """Model-range float32 NHWC in -> model-range float32 out (no pre/post-processing)."""
+        oh = self.yaw_onehot(yaw, len(x)) if self.needs_yaw else None
+        return self._infer(x, oh)
+
+    def _infer(self, x: np.ndarray, yaw_onehot: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxEngine(Engine):
+    name = "onnx"
+
+    def __init__(self, path, meta, threads=2, providers=None):
+        super().__init__(path, meta, threads)
+        import onnxruntime as ort
+
+        avail = ort.get_available_providers()
+        self.providers = [p for p in (providers or PROVIDER_ORDER) if p in avail] or ["CPUExecutionProvider"]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3  # TensorRT/CUDA fallbacks warn loudly; errors still raise
+        try:
+            self.sess = ort.InferenceSession(path, so, providers=self.providers)
+        except Exception as e:
+            raise ModelError(f"{path}: cannot load ONNX model ({_first_line(e)})") from None
+        self.providers = self.sess.get_providers()
+        ins = self.sess.get_inputs()
+        self.image_in = next((i for i in ins if len(i.shape) == 4), None)
+        if self.image_in is None:
+            raise ModelError(f"{path}: no NHWC image input (inputs: {[i.name for i in ins]})")
+        self.yaw_in = next((i for i in ins if len(i.shape) == 2), None)
+        if self.needs_yaw and self.yaw_in is None:
+            raise ModelError(f"{path}: metadata lists yaw labels but the model has no yaw input")
+        self.np_type = np.float16 if self.image_in.type == "tensor(float16)" else np.float32
+        self.out_name = self.sess.get_outputs()[0].name
+
+    def _infer(self, x, yaw_onehot):
+        feed = {self.image_in.name: x.astype(self.np_type, copy=False)}
+        if self.yaw_in is not None:
+            oh = yaw_onehot if yaw_onehot is not None else self.yaw_onehot(0.0, len(x))
+            feed[self.yaw_in.name] = oh.astype(self.np_type, copy=False)
+        return np.asarray(self.sess.run([self.out_name], feed)[0], np.float32)
+
+
+class TFLiteEngine(Engine):
+    name = "tflite"
+
+    def __init__(self, path, meta, threads=2):
+        super().__init__(path, meta, threads)
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interp = Interpreter(model_path=path, num_threads=threads)
+            self.interp.allocate_tensors()
+        except Exception as e:  # LiteRT raises ValueError/RuntimeError on bad files
+            raise ModelError(f"{path}: cannot load TFLite model ({_first_line(e)})") from None
+        self.providers = [f"LiteRT/XNNPACK x{threads}"]
+        ins = self.interp.get_input_details()
+        self.image_in = next((d for d in ins if len(d["shape"]) == 4), None)
+        if self.image_in is None:
+            raise ModelError(f"{path}: no NHWC image input")
+        self.yaw_in = next((d for d in ins if len(d["shape"]) == 2), None)
+        if self.needs_yaw and self.yaw_in is None:
+            raise ModelError(f"{path}: metadata lists yaw labels but the model has no yaw input")
+        self.out = self.interp.get_output_details()[0]
+        sig = self.image_in.get("shape_signature", self.image_in["shape"])
+        self.dynamic_batch = int(sig[0]) == -1
+        self.batch = int(self.image_in["shape"][0])
+
+    @staticmethod
+    def _quantize(x, d):
+        if d["dtype"] in (np.int8, np.uint8, np.int16):
+            scale, zp = d["quantization"]
+            info = np.iinfo(d["dtype"])
+            return np.clip(np.round(x / scale + zp), info.min, info.max).astype(d["dtype"])
+        return x.astype(d["dtype"], copy=False)
+
+    @staticmethod
+    def _dequantize(y, d):
+        if d["dtype"] in (np.int8, np.uint8, np.int16):
+            scale, zp = d["quantization"]
+            return (y.astype(np.float32) - zp) * scale
+        return y.astype(np.float32, copy=False)
+
+    def _resize(self, n):
+        self.interp.resize_tensor_input(self.image_in["index"], [n, self.size, self.size, 3])
+        if self.yaw_in is not None:
+            self.interp.resize_tensor_input(self.yaw_in["index"], [n, int(self.yaw_in["shape"][1])])
+        self.interp.allocate_tensors()
+        self.batch = n
+
+    def _infer(self, x, yaw_onehot):
+        n = len(x)
+        if n != self.batch and not self.dynamic_batch:  # fixed batch (usually 1): one at a time
+            return np.concatenate([self._infer(x[i:i + self.batch], None if yaw_onehot is None
+                                               else yaw_onehot[i:i + self.batch]) for i in range(0, n, self.batch)])
+        if n != self.batch:
+            self._resize(n)
+        self.interp.set_tensor(self.image_in["index"], self._quantize(x, self.image_in))
+        if self.yaw_in is not None:
+            oh = yaw_onehot if yaw_onehot is not None else self.yaw_onehot(0.0, n)
+            self.interp.set_tensor(self.yaw_in["index"], self._quantize(oh, self.yaw_in))
+        self.interp.invoke()
+        return self._dequantize(self.interp.get_tensor(self.out["index"]), self.out)
+
+
+class KerasEngine(Engine):
+    """The original Keras generator (TensorFlow imported here only)."""
+
+    name = "keras"
+
+    def __init__(self, path, meta, threads=2, model=None):
+        super().__init__(path, meta, threads)
+        import tensorflow as tf
+
+        try:  # before any op runs; raises if TF was already initialized in this process
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass
+        import keras
+
+        import training.models  # noqa: F401  registers the custom layers (VGGFacePreprocess)
+
+        if model is None:
+            try:
+                # safe_mode=False: the CVAE frontalizer holds a Lambda (the frontal one-hot).
+                model = keras.saving.load_model(path, compile=False, safe_mode=False)
+            except Exception as e:
+                raise ModelError(f"{path}: cannot load Keras model ({_first_line(e)})") from None
+        self.model = model
+        self.providers = [f"TensorFlow {tf.__version__} CPU x{threads}"]
+        self._call = tf.function(lambda *a: model(list(a) if len(a) > 1 else a[0], training=False),
+                                 reduce_retracing=True)
+
+    def _infer(self, x, yaw_onehot):
+        args = (x,) if yaw_onehot is None else (x, yaw_onehot)
+        return np.asarray(self._call(*args), np.float32)
+
+
+def load_engine(path: str, engine: str = "auto", threads: int = 2, **kw) -> Engine:
+    """Load a model file with the engine named (``auto``: by file extension)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelError(f"{path}: no such model file")
+    kind = engine_for(path) if engine == "auto" else engine
+    if kind not in ENGINES:
+        raise ModelError(f"unknown engine '{engine}' (choose from auto, {', '.join(ENGINES)})")
+    try:
+        meta = read_meta(path)
+    except (ValueError, OSError) as e:  # malformed sidecar JSON
+        raise ModelError(f"{path}: unreadable metadata ({_first_line(e)})") from None
+    if meta.get("layout", "NHWC") != "NHWC":
+        raise ModelError(f"{path}: layout {meta.get('layout')} not supported (NHWC only)")
+    cls = {"onnx": OnnxEngine, "tflite": TFLiteEngine, "keras": KerasEngine}[kind]
+    return cls(path, meta, threads, **kw)
+
+
+def keras_engine_from_model(model, meta: dict, threads: int = 2, name: str = "<in-memory>") -> KerasEngine:
+    """A Keras engine around an in-memory ``keras.Model`` (benchmarks: the seed's VGG U-Net)."""
+    return KerasEngine(name, meta, threads, model=model)

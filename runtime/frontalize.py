@@ -1,0 +1,203 @@
+"""``frontalize`` CLI: photos in, one predicted frontal face per detected face out.
+
+    frontalize photo.jpg folder/ "shots/*.png" --out out/front [--sheet] [--model M.onnx]
+
+Inputs are files, folders (searched recursively for image files) or glob patterns. For each
+face: ``<name>_face<k>.png`` (the frontal prediction, k = 0 for the largest face) and, with
+``--sheet``, ``<name>_face<k>_sheet.png`` (input with the box | crop | frontal). ``<name>`` is
+the file's stem (for files found in a folder: its path inside that folder, '/' -> '__');
+clashes get ``-2``, ``-3``... ``results.csv`` and ``results.json`` list every file and face:
+box (file pixels), yaw, detector, output path, status (ok | no_face | error) and the one-line
+reason. An unreadable file or one without a face is reported and skipped, never fatal.
+``--resume`` keeps the rows of an earlier run in ``--out`` whose outputs exist and skips those files.
+
+Exit code: 0 when at least one file gave a frontal face, 1 when none did (all unreadable or
+without a face, or no input matched), 2 for a model or usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+
+from .engines import ENGINES
+from .errors import FrontalizeError, ModelError
+from .image_io import atomic_write_bytes, atomic_write_image, load_image
+from .pipeline import DEFAULT_MODEL, Frontalizer, draw_face, side_by_side
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"}
+FIELDS = ["file", "face", "status", "error", "box", "yaw", "detector", "output", "sheet"]
+
+
+def expand_inputs(items: list[str]) -> tuple[list[tuple[str, str]], list[dict]]:
+    """[(path, output name)] in a stable order, and rows for inputs that match nothing."""
+    found, missing = [], []
+    for item in items:
+        if os.path.isdir(item):
+            hits = []
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                for f in sorted(files):
+                    if os.path.splitext(f)[1].lower() in IMAGE_EXTS:
+                        p = os.path.join(root, f)
+                        hits.append((p, os.path.splitext(os.path.relpath(p, item))[0].replace(os.sep, "__")))
+            if not hits:
+                missing.append(_row(item, status="error", error=f"{item}: folder holds no image files"))
+            found += hits
+        elif os.path.exists(item):
+            found.append((item, os.path.splitext(os.path.basename(item))[0]))
+        elif glob.has_magic(item):
+            hits = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not hits:
+                missing.append(_row(item, status="error", error=f"{item}: no file matches"))
+            found += [(p, os.path.splitext(os.path.basename(p))[0]) for p in hits]
+        else:
+            missing.append(_row(item, status="error", error=f"{item}: no such file"))
+    seen, out, used = set(), [], {}
+    for path, name in found:
+        key = os.path.abspath(path)
+        if key in seen:
+            continue
+        seen.add(key)
+        n = used.get(name, 0) + 1
+        used[name] = n
+        out.append((path, name if n == 1 else f"{name}-{n}"))
+    return out, missing
+
+
+def _row(file, face=None, status="ok", error="", box=None, yaw=None, detector="", output="", sheet="") -> dict:
+    return {"file": file, "face": face, "status": status, "error": error, "box": box, "yaw": yaw,
+            "detector": detector, "output": output, "sheet": sheet}
+
+
+def make_sheet(rgb: np.ndarray, face, frontal: np.ndarray, height: int = 256) -> np.ndarray:
+    shown = rgb.copy()
+    draw_face(shown, face)
+    return side_by_side([shown, face.crop, frontal], height)
+
+
+def process_file(fr: Frontalizer, path: str, name: str, out_dir: str, sheet: bool, max_faces) -> list[dict]:
+    try:
+        img = load_image(path)
+    except FrontalizeError as e:
+        return [_row(path, status="error", error=str(e))]
+    faces, notes = fr.faces(img.rgb, max_faces)
+    if not faces:
+        why = "no face found" + (f" ({'; '.join(notes)})" if notes else "")
+        return [_row(path, status="no_face", error=why)]
+    frontals = fr.frontalize(faces)
+    rows = []
+    for k, (face, frontal) in enumerate(zip(faces, frontals)):
+        out = os.path.join(out_dir, f"{name}_face{k}.png")
+        atomic_write_image(out, frontal)
+        sheet_path = ""
+        if sheet:
+            sheet_path = os.path.join(out_dir, f"{name}_face{k}_sheet.png")
+            atomic_write_image(sheet_path, make_sheet(img.rgb, face, frontal))
+        box = [round(float(v) / img.scale, 1) for v in face.box]  # loaded pixels -> file pixels
+        yaw = round(face.yaw, 1) if np.isfinite(face.yaw) else None
+        rows.append(_row(path, k, "ok", "", box, yaw, face.detector, out, sheet_path))
+    return rows
+
+
+def write_results(out_dir: str, rows: list[dict], summary: dict) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, "box": "" if r["box"] is None else " ".join(f"{v:g}" for v in r["box"]),
+                    "face": "" if r["face"] is None else r["face"], "yaw": "" if r["yaw"] is None else r["yaw"]})
+    atomic_write_bytes(os.path.join(out_dir, "results.csv"), buf.getvalue().encode())
+    atomic_write_bytes(os.path.join(out_dir, "results.json"),
+                       json.dumps({"summary": summary, "results": rows}, indent=1).encode())
+
+
+def previous_rows(out_dir: str) -> dict[str, list[dict]]:
+    """Rows of an earlier run whose every output still exists, by file."""
+    try:
+        with open(os.path.join(out_dir, "results.json")) as f:
+            rows = json.load(f)["results"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    by_file: dict[str, list[dict]] = {}
+    for r in rows:
+        by_file.setdefault(r["file"], []).append(r)
+    return {f: rs for f, rs in by_file.items()
+            if all(r["status"] == "ok" and os.path.exists(r["output"]) for r in rs)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="frontalize", description=__doc__.split("\n\n")[0],
+                                epilog="Exit code: 0 when at least one file gave a frontal face, 1 when none did, "
+                                       "2 for a model or usage error.")
+    p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (.onnx, .tflite, .keras; default {DEFAULT_MODEL})")
+    p.add_argument("--engine", default="auto", choices=("auto",) + ENGINES, help="default: by file extension")
+    p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--out", default="out/frontalize", help="output folder (default out/frontalize)")
+    p.add_argument("--sheet", action="store_true", help="also write an input | crop | frontal sheet per face")
+    p.add_argument("--detector", default="cascade", choices=("cascade", "hog", "blazeface", "cnn"),
+                   help="face detector (default cascade: HOG, then BlazeFace, then dlib CNN)")
+    p.add_argument("--max-faces", type=int, help="at most this many faces per image (largest first)")
+    p.add_argument("--resume", action="store_true", help="skip files already done in --out's results.json")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    files, rows = expand_inputs(args.inputs)
+    for r in rows:
+        print(f"skip: {r['error']}", file=sys.stderr)
+    if not files:
+        print("error: no input image found", file=sys.stderr)
+        return 1
+    try:
+        fr = Frontalizer(args.model, args.engine, args.threads, args.detector)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    done = previous_rows(args.out) if args.resume else {}
+    summary = {"model": args.model, "engine": fr.engine.name, "providers": fr.engine.providers,
+               "detector": args.detector, "files": len(files) + len(rows)}
+    bar = tqdm(files, desc="frontalize", unit="img", file=sys.stderr)
+    try:
+        for path, name in bar:
+            if path in done:
+                rows += done[path]
+                continue
+            try:
+                got = process_file(fr, path, name, args.out, args.sheet, args.max_faces)
+            except FrontalizeError as e:  # e.g. a model that fails on this input
+                got = [_row(path, status="error", error=str(e))]
+            for r in got:
+                if r["status"] != "ok":
+                    tqdm.write(f"skip: {r['error'] if r['error'].startswith(path) else path + ': ' + r['error']}",
+                               file=sys.stderr)
+            rows += got
+            bar.set_postfix(faces=sum(r["status"] == "ok" for r in rows))
+    except KeyboardInterrupt:
+        print("interrupted: results so far are saved; rerun with --resume to continue", file=sys.stderr)
+    finally:
+        ok_files = {r["file"] for r in rows if r["status"] == "ok"}
+        summary.update(ok_files=len(ok_files), faces=sum(r["status"] == "ok" for r in rows),
+                       no_face=sum(r["status"] == "no_face" for r in rows),
+                       errors=sum(r["status"] == "error" for r in rows))
+        write_results(args.out, rows, summary)
+    print(f"{summary['faces']} faces from {summary['ok_files']} of {summary['files']} inputs "
+          f"({summary['no_face']} without a face, {summary['errors']} unreadable) -> {args.out}/results.csv",
+          file=sys.stderr)
+    return 0 if ok_files else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
