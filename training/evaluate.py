@@ -175,66 +175,44 @@ def file_key(path: str, variant: str = "") -> str:
 
 # ----------------------------------------------------------------------------- generators
 def load_generator(path: str):
-    """``predict(x_uint8 NHWC, yaw_index (N,)) -> uint8 NHWC`` for a .keras, .onnx or .tflite generator."""
+    """``(predict(x_uint8 NHWC, yaw_index (N,)) -> uint8 NHWC, meta)`` for a generator file.
+
+    Through ``runtime.engines`` (.keras, .onnx, .tflite) where it exists; else .keras only.
+    The CVAE is given each pair's true yaw label (the runtime estimates it instead).
+    """
     from runtime.errors import ModelError
+    from training.datasets import YAWS
+
+    try:
+        from runtime.engines import load_engine
+    except ImportError:
+        load_engine = None
+    if load_engine is not None:
+        eng = load_engine(path)
+
+        def predict(x_u8, yaw_idx):
+            return eng.run(x_u8, yaw=np.asarray(YAWS)[np.asarray(yaw_idx)] if eng.needs_yaw else None)
+
+        return predict, eng.meta
+    if not path.endswith(".keras"):
+        raise ModelError(f"{path}: .onnx/.tflite need runtime.engines; only .keras is read without it")
     from runtime.model_meta import read_meta
 
-    if not os.path.exists(path):
-        raise ModelError(f"{path}: no such model file")
     meta = read_meta(path)
     lo, hi = meta.get("input_range", [-1.0, 1.0])
     olo, ohi = meta.get("output_range", [-1.0, 1.0])
-    n_yaws = len(meta.get("yaw_labels") or []) or 13
-    if path.endswith(".keras"):
-        import keras
+    import keras
 
-        import training.models  # noqa: F401  (registers the custom layers)
+    import training.models  # noqa: F401  (registers the custom layers)
 
-        # safe_mode=False: the CVAE frontalizer holds a Lambda (the frontal label).
-        model = keras.saving.load_model(path, compile=False, safe_mode=False)
-        n_inputs = len(model.inputs)
+    model = keras.saving.load_model(path, compile=False)
+    two_inputs = len(model.inputs) == 2
 
-        def run(x, yaw_onehot):
-            return np.asarray(model([x, yaw_onehot] if n_inputs == 2 else x, training=False))
-    elif path.endswith(".onnx"):
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        names = [i.name for i in sess.get_inputs()]
-
-        def run(x, yaw_onehot):
-            feed = {names[0]: x} if len(names) == 1 else {names[0]: x, names[1]: yaw_onehot}
-            return sess.run(None, feed)[0]
-    elif path.endswith(".tflite"):
-        from ai_edge_litert.interpreter import Interpreter
-
-        interp = Interpreter(model_path=path, num_threads=2)
-
-        def run(x, yaw_onehot):
-            ins = interp.get_input_details()
-            for d, v in zip(ins, [x, yaw_onehot][:len(ins)]):
-                interp.resize_tensor_input(d["index"], list(v.shape))
-            interp.allocate_tensors()
-            ins, outd = interp.get_input_details(), interp.get_output_details()[0]
-            for d, v in zip(ins, [x, yaw_onehot][:len(ins)]):
-                if d["dtype"] == np.int8:  # full-integer model: quantize with the tensor's own scale
-                    s, z = d["quantization"]
-                    v = np.clip(np.round(v / s + z), -128, 127).astype(np.int8)
-                interp.set_tensor(d["index"], v)
-            interp.invoke()
-            y = interp.get_tensor(outd["index"])
-            if outd["dtype"] == np.int8:
-                s, z = outd["quantization"]
-                y = (y.astype(np.float32) - z) * s
-            return y
-    else:
-        raise ModelError(f"{path}: unknown model format (expected .keras, .onnx or .tflite)")
-
-    def predict(x_u8: np.ndarray, yaw_idx: np.ndarray) -> np.ndarray:
-        x = (x_u8.astype(np.float32) / 255.0 * (hi - lo) + lo).astype(np.float32)
-        onehot = np.eye(n_yaws, dtype=np.float32)[np.asarray(yaw_idx)]
-        y = np.asarray(run(x, onehot), np.float32)
-        return np.clip(np.round((y - olo) / (ohi - olo) * 255.0), 0, 255).astype(np.uint8)
+    def predict(x_u8, yaw_idx):
+        x = (x_u8.astype(np.float32) * ((hi - lo) / 255.0) + lo).astype(np.float32)
+        onehot = np.eye(len(YAWS), dtype=np.float32)[np.asarray(yaw_idx)]
+        y = np.asarray(model([x, onehot] if two_inputs else x, training=False), np.float32)
+        return np.clip((y - olo) * (255.0 / (ohi - olo)) + 0.5, 0, 255).astype(np.uint8)
 
     return predict, meta
 

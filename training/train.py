@@ -97,8 +97,8 @@ def train(args) -> dict:
 
     with strategy.scope():
         kw = {"width": args.width} if args.model == "edge" else {}
-        if args.model in ("autoencoder", "pix2pix") and args.vggface_weights:
-            kw["weights"] = args.vggface_weights
+        if args.model == "autoencoder" and args.vggface_weights is not None:
+            kw["weights"] = args.vggface_weights or None  # "" = random weights, as for pix2pix
         if args.model == "pix2pix":
             from .models import vgg_unet
 
