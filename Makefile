@@ -6,7 +6,7 @@ PROFILE ?= fast
 MODELS  ?= edge pix2pix autoencoder dcgan cvae
 export FRONTALIZE_DATA := $(abspath $(DATA))
 
-.PHONY: setup demo test train manifest export bench android-demo clean
+.PHONY: setup demo test test-python test-browser train manifest export bench android-demo clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -24,8 +24,22 @@ demo: setup
 	$(PY) -m runtime.frontalize samples/grace_hopper.jpg samples/astronaut.jpg --model models/edge_generator.onnx --out out/demo --sheet
 	@echo "demo output: out/demo/ (frontal faces, side-by-side sheets, results.csv)"
 
-test: setup
+test: test-python test-browser
+
+test-python: setup
 	$(PY) -m pytest -q -p no:cacheprovider --timeout 1800
+
+# Headless Debian Chromium driven by playwright-core (the build step exports the model first).
+test-browser: setup android_demo/node_modules/.package-lock.json
+	cd android_demo && npm test
+
+android_demo/node_modules/.package-lock.json: android_demo/package-lock.json
+	cd android_demo && npm ci --no-audit --no-fund
+
+# Builds the offline web app into android_demo/dist/ and serves it on 127.0.0.1:8080.
+android-demo: setup android_demo/node_modules/.package-lock.json
+	$(PY) android_demo/build.py
+	node android_demo/serve.mjs android_demo/dist 8080
 
 manifest: setup
 	$(PY) -m training.datasets $(DATA)/multipie30 --out $(MANIFEST)
