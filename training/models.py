@@ -80,6 +80,8 @@ def load_vggface_weights(encoder: keras.Model, path: str = VGGFACE_WEIGHTS, verb
             g = group[name]
             wnames = [w.decode() if isinstance(w, bytes) else w for w in g.attrs["weight_names"]]
             weights = [np.asarray(g[w]) for w in wnames]
+            if not weights and not layer.weights:
+                continue  # pooling / input: nothing to load, not counted as loaded
             if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
                 raise ValueError(f"{path}: layer {name} has shapes {[w.shape for w in weights]}, "
                                  f"expected {[tuple(v.shape) for v in layer.weights]}")
