@@ -88,16 +88,21 @@ def ensure_tiny_models(out_dir: str) -> dict:
     return result
 
 
+def video_transform(i: int, frames: int, size=(640, 480), src_shape=(600, 512)) -> np.ndarray:
+    """2x3 matrix mapping the sample photo into frame ``i`` of ``make_face_video``."""
+    w, h = size
+    t = i / max(1, frames - 1)
+    s = 0.6 + 0.15 * np.sin(2 * np.pi * t)  # face ~110-200 px
+    cx = w / 2 + 110 * np.sin(3 * np.pi * t)
+    cy = h / 2 + 25 * np.cos(2 * np.pi * t)
+    return np.float32([[s, 0, cx - s * src_shape[1] / 2], [0, s, cy - s * src_shape[0] / 2]])
+
+
 def make_face_video(path: str, frames: int = 60, size=(640, 480), fps: float = 30.0) -> str:
     src = cv2.imread(SAMPLE)
-    w, h = size
-    vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     for i in range(frames):
-        t = i / max(1, frames - 1)
-        s = 0.6 + 0.15 * np.sin(2 * np.pi * t)  # face ~110-200 px
-        cx = w / 2 + 110 * np.sin(3 * np.pi * t)
-        cy = h / 2 + 25 * np.cos(2 * np.pi * t)
-        m = np.float32([[s, 0, cx - s * src.shape[1] / 2], [0, s, cy - s * src.shape[0] / 2]])
-        vw.write(cv2.warpAffine(src, m, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=(40, 40, 40)))
+        m = video_transform(i, frames, size, src.shape[:2])
+        vw.write(cv2.warpAffine(src, m, size, borderMode=cv2.BORDER_CONSTANT, borderValue=(40, 40, 40)))
     vw.release()
     return path

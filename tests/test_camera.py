@@ -1,0 +1,139 @@
+"""The camera loop, headless, on a real generated face video with a real tiny exported model."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from model_fixtures import ROOT, SAMPLE, ensure_tiny_models, make_face_video, video_transform
+from runtime import camera
+from runtime.crop import roi_from_landmarks
+from runtime.image_io import load_image
+from runtime.model_meta import read_meta
+
+FRAMES = 30
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return ensure_tiny_models(str(tmp_path_factory.getbasetemp() / "tiny_models"))
+
+
+@pytest.fixture(scope="session")
+def video(tmp_path_factory):
+    return make_face_video(str(tmp_path_factory.mktemp("video") / "face.mp4"), FRAMES)
+
+
+def run_camera(capsys, *argv):
+    rc = camera.main(list(argv))
+    err = capsys.readouterr().err
+    return rc, [l for l in err.splitlines() if l.strip()]
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f]
+
+
+def test_headless_video_writes_annotated_video_and_frame_json(tiny, video, tmp_path, capsys, analyzer):
+    out = tmp_path / "cam"
+    rc, err = run_camera(capsys, "--source", video, "--model", tiny["edge"]["onnx"], "--headless", "--out", str(out),
+                         "--detect-every", "5")
+    assert rc == 0
+    assert any(l.endswith(f"end of video after {FRAMES} frames") for l in err), err
+    assert not any("Traceback" in l for l in err)
+    assert not (out / "camera.part.mp4").exists()
+    cap = cv2.VideoCapture(str(out / "camera.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+    ok, frame = cap.read()
+    assert ok and frame.shape == (480, 640 + 480, 3)  # input | frontal scaled to the frame height
+    rows = read_jsonl(out / "frames.jsonl")
+    assert [r["frame"] for r in rows] == list(range(FRAMES))  # a file in headless mode: every frame, in order
+    assert all(r["box"] is not None for r in rows)
+    # detection on frames 0, 5, 10, ...; optical-flow tracking in between
+    assert [r["detector"] != "track" for r in rows] == [i % 5 == 0 for i in range(FRAMES)]
+    for r in rows:
+        assert {"landmarks", "crop", "generator", "draw", "write"} <= set(r["ms"]) and r["fps"] >= 0
+        assert ("detect" in r["ms"]) != ("track" in r["ms"])
+    # Boxes against the truth: the video moves/scales the sample photo by known transforms, so
+    # the crop box of the photo's face, transformed, is where each frame's box should be.
+    meta = read_meta(tiny["edge"]["onnx"])
+    face = analyzer.analyze(load_image(SAMPLE).rgb)[0][0]
+    roi0 = roi_from_landmarks(face.landmarks, meta["crop_scale"], meta["crop_shift_y"])
+    errs = {"track": [], "det": []}
+    for i, r in enumerate(rows):
+        m = video_transform(i, FRAMES)
+        centre, side = m[:, :2] @ ((roi0[:2] + roi0[2:]) / 2) + m[:, 2], (roi0[2] - roi0[0]) * m[0, 0]
+        box = np.array(r["box"])
+        errs["track" if r["detector"] == "track" else "det"].append(
+            (np.abs((box[:2] + box[2:]) / 2 - centre).max() / side, abs((box[2] - box[0]) / side - 1)))
+    track, det = np.array(errs["track"]), np.array(errs["det"])
+    assert track[:, 0].max() < 0.12, track  # centre within 12% of the face box side
+    assert track[:, 1].mean() < max(0.1, 1.5 * det[:, 1].mean())  # size as good as detecting
+
+
+def test_max_frames_stops_early(tiny, video, tmp_path, capsys):
+    rc, err = run_camera(capsys, "--source", video, "--model", tiny["edge"]["tflite-fp32"], "--headless",
+                         "--out", str(tmp_path), "--max-frames", "7", "--detect-every", "3")
+    assert rc == 0 and len(read_jsonl(tmp_path / "frames.jsonl")) == 7
+    assert any("--max-frames 7" in l for l in err)
+
+
+@pytest.mark.parametrize("source,expect", [
+    ("97", "camera 97: cannot open"),
+    ("rtsp://127.0.0.1:9/nothing", "rtsp://127.0.0.1:9/nothing: cannot open"),
+    ("/nonexistent/clip.mp4", "/nonexistent/clip.mp4: no such video file"),
+])
+def test_source_that_fails_ends_with_one_line(tiny, tmp_path, capsys, source, expect):
+    rc, err = run_camera(capsys, "--source", source, "--model", tiny["edge"]["onnx"], "--headless", "--out", str(tmp_path))
+    assert rc == 1
+    ours = [l for l in err if l.startswith("error:")]
+    assert len(ours) == 1 and expect in ours[0], err
+    assert not any("Traceback" in l for l in err)
+
+
+def test_video_deleted_mid_run_ends_cleanly(tiny, video, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(video, clip)
+    out = tmp_path / "cam"
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.camera", "--source", str(clip), "--model", tiny["edge"]["onnx"],
+                             "--headless", "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "frames.jsonl").exists() and (out / "frames.jsonl").stat().st_size > 0:
+            os.remove(clip)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "end of video after" in err.strip().splitlines()[-2]  # then the "wrote ..." line
+    assert (out / "camera.mp4").exists() and not (out / "camera.part.mp4").exists()
+    assert len(read_jsonl(out / "frames.jsonl")) >= 1
+
+
+def test_latest_frame_reader_drops_frames_for_a_slow_consumer(video):
+    src = camera.FrameSource(video, latest_only=True)
+    seen = []
+    try:
+        while (got := src.read()) is not None:
+            seen.append(got[0])
+            time.sleep(0.02)  # a slow model
+    finally:
+        src.close()
+    assert seen == sorted(set(seen)) and seen[-1] <= FRAMES - 1
+    assert len(seen) + src.dropped == seen[-1] + 1  # each frame was either processed or dropped
+    assert src.reason.endswith(f"end of video after {FRAMES} frames")
+
+
+def test_usage_errors(capsys):
+    assert camera.main(["--headless"]) == 2
+    assert "--headless needs --out" in capsys.readouterr().err
+    if not camera._has_gui():
+        assert camera.main(["--source", "0"]) == 2
+        assert "no GUI" in capsys.readouterr().err
