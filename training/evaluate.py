@@ -304,11 +304,14 @@ def baseline_mirrored(x, yaw_idx, y):
 baseline_input.cacheable = baseline_mirrored.cacheable = True
 
 
-def figure_rows(rows: list[dict], n_ids: int = 3, yaws=(30, 60, 90)) -> list[list[dict]]:
-    """Rows for the figure: per identity (first n_ids), one pair per |yaw| (positive yaw first)."""
+def figure_rows(rows: list[dict], n_ids: int = 3, prefer=(30, 60, 90)) -> list[list[dict]]:
+    """Rows for the figure: per identity (first n_ids), one pair per |yaw| (positive yaw first);
+    the |yaw|s are 30, 60, 90 where the subset has them, else others that it has."""
     by = {}
     for r in rows:
         by.setdefault((r["id"], int(r["yaw"])), r)
+    have = sorted({abs(int(r["yaw"])) for r in rows})
+    yaws = sorted(([b for b in prefer if b in have] + [b for b in have if b not in prefer])[:len(prefer)])
     ids = sorted({r["id"] for r in rows})[:n_ids]
     grid = []
     for i in ids:
