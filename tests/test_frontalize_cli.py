@@ -1,0 +1,111 @@
+"""The ``frontalize`` CLI on real images with a real tiny exported model; bad inputs are skipped."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from model_fixtures import ROOT, SAMPLE, ensure_tiny_models
+from runtime import frontalize
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return ensure_tiny_models(str(tmp_path_factory.getbasetemp() / "tiny_models"))
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLE, d / "grace.jpg")
+    shutil.copy(SAMPLE, d / "sub" / "grace.jpg")  # same stem, other folder: distinct output name
+    (d / "bad.jpg").write_bytes(b"this is not a jpeg")
+    (d / "empty.png").write_bytes(b"")
+    data = open(SAMPLE, "rb").read()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    cv2.imwrite(str(d / "sub" / "blank.png"), np.full((240, 320, 3), 128, np.uint8))
+    (d / "notes.txt").write_text("not an image, not picked up from a folder")
+    return d
+
+
+def test_folder_with_bad_files_reports_and_skips(tiny, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = frontalize.main([str(inputs), str(tmp_path / "missing.jpg"), str(tmp_path / "none_*.png"),
+                          "--model", tiny["edge"]["onnx"], "--out", str(out), "--sheet", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    by_file = {os.path.relpath(r["file"], inputs) if r["file"].startswith(str(inputs)) else r["file"]: r for r in rows}
+    assert by_file["grace.jpg"]["status"] == "ok" and by_file["sub/grace.jpg"]["status"] == "ok"
+    assert by_file["bad.jpg"]["status"] == "error" and "not an image" in by_file["bad.jpg"]["error"]
+    assert "empty file" in by_file["empty.png"]["error"]
+    assert "truncated JPEG" in by_file["truncated.jpg"]["error"]
+    assert by_file["sub/blank.png"]["status"] == "no_face"
+    assert "no such file" in by_file[str(tmp_path / "missing.jpg")]["error"]
+    assert "no file matches" in by_file[str(tmp_path / "none_*.png")]["error"]
+    assert not any("notes.txt" in r["file"] for r in rows)
+    for name in ("bad.jpg", "empty.png", "truncated.jpg", "blank.png", "missing.jpg"):
+        assert any(l.startswith("skip:") and name in l for l in err.splitlines()), name
+    assert "Traceback" not in err
+    # outputs: frontal faces and sheets, distinct names for the two grace.jpg
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert sorted(os.path.basename(r["output"]) for r in ok) == ["grace_face0.png", "sub__grace_face0.png"]
+    front = cv2.imread(ok[0]["output"])
+    assert front.shape == (128, 128, 3)
+    sheet = cv2.imread(ok[0]["sheet"])
+    assert sheet.shape[0] == 256 and sheet.shape[1] > 256 * 2
+    box = [float(v) for v in ok[0]["box"].split()]
+    assert 100 < box[0] < 250 and box[2] - box[0] > 150  # grace's face, in file pixels
+    assert -30 < float(ok[0]["yaw"]) < 30 and ok[0]["detector"] == "hog"
+    with open(out / "results.json") as f:
+        summary = json.load(f)["summary"]
+    assert summary["ok_files"] == 2 and summary["no_face"] == 1 and summary["errors"] == 5
+
+
+def test_frontal_output_is_the_models_prediction(tiny, tmp_path):
+    """The written face equals the engine's output on the analyzer's crop (same framing)."""
+    from runtime.image_io import load_image
+    from runtime.pipeline import Frontalizer
+
+    rc = frontalize.main([SAMPLE, "--model", tiny["edge"]["tflite-fp32"], "--out", str(tmp_path)])
+    assert rc == 0
+    fr = Frontalizer(tiny["edge"]["tflite-fp32"])
+    faces, _ = fr.faces(load_image(SAMPLE).rgb)
+    want = fr.frontalize(faces)[0]
+    got = cv2.cvtColor(cv2.imread(str(tmp_path / "grace_hopper_face0.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_resume_skips_done_files(tiny, tmp_path, capsys):
+    args = [SAMPLE, "--model", tiny["edge"]["onnx"], "--out", str(tmp_path)]
+    assert frontalize.main(args) == 0
+    out = tmp_path / "grace_hopper_face0.png"
+    mtime = out.stat().st_mtime_ns
+    assert frontalize.main(args + ["--resume"]) == 0
+    assert out.stat().st_mtime_ns == mtime
+    with open(tmp_path / "results.json") as f:
+        assert [r["status"] for r in json.load(f)["results"]] == ["ok"]
+
+
+def test_exit_codes(tiny, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    assert frontalize.main([str(bad), "--model", tiny["edge"]["onnx"], "--out", str(tmp_path / "o1")]) == 1
+    assert frontalize.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 1
+    assert frontalize.main([SAMPLE, "--model", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "missing.onnx: no such model file" in err
+
+
+def test_console_entry_point_runs_as_module(tiny, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "runtime.frontalize", SAMPLE, "--model", tiny["edge"]["tflite-int8"],
+                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "grace_hopper_face0.png").exists() and (tmp_path / "results.csv").exists()
