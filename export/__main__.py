@@ -49,8 +49,9 @@ def main(argv=None) -> int:
         if a.parity:
             from .parity import parity_report
 
-            images, pyaws = validation_crops(a.calib, a.calib_split, a.parity_n, phase=0.5)
-            report = parity_report(a.model, paths, images, pyaws, latency_runs=a.latency_runs, out_dir=a.out)
+            images, pyaws, fronts = validation_crops(a.calib, a.calib_split, a.parity_n, phase=0.5, targets=True)
+            report = parity_report(a.model, paths, images, pyaws, latency_runs=a.latency_runs, out_dir=a.out,
+                                   targets=fronts)
             print(report["markdown"])
             print(json.dumps({"parity_json": report["json_path"], "parity_md": report["md_path"]}))
     except FrontalizeError as e:

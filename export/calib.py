@@ -21,9 +21,19 @@ class CalibrationError(FrontalizeError):
     """No usable calibration/parity data (manifest missing, wrong split, images absent)."""
 
 
+def _read(path: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise CalibrationError(f"{path}: image of the manifest not found (is the data set mounted?)")
+    rgb = load_image(path).rgb
+    if rgb.shape[:2] != (SIZE, SIZE):
+        rgb = cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    return rgb
+
+
 def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase: float = 0.0,
-                     root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 RGB (n,128,128,3) side views, their yaw label indices), spread evenly over the split.
+                     root: str | None = None, targets: bool = False):
+    """(uint8 RGB (n,128,128,3) side views, their yaw label indices), spread evenly over the split;
+    with ``targets=True`` also the frontal views (the ground truth) as a third array.
 
     ``phase`` in [0, 1) shifts the sampling grid: parity uses 0.5 so that it is measured on
     crops the int8 calibration (phase 0) did not see.
@@ -44,14 +54,8 @@ def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase
     n = min(n, len(rows))
     step = len(rows) / n
     picks = [rows[min(len(rows) - 1, int((i + phase) * step))] for i in range(n)]
-    images, yaws = [], []
-    for r in picks:
-        path = os.path.join(root, r["x"])
-        if not os.path.exists(path):
-            raise CalibrationError(f"{path}: image of the manifest not found (is the data set mounted?)")
-        rgb = load_image(path).rgb
-        if rgb.shape[:2] != (SIZE, SIZE):
-            rgb = cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-        images.append(rgb)
-        yaws.append(YAWS.index(int(r["yaw"])))
-    return np.stack(images), np.asarray(yaws, np.int64)
+    images = np.stack([_read(os.path.join(root, r["x"])) for r in picks])
+    yaws = np.asarray([YAWS.index(int(r["yaw"])) for r in picks], np.int64)
+    if targets:
+        return images, yaws, np.stack([_read(os.path.join(root, r["y"])) for r in picks])
+    return images, yaws

@@ -205,9 +205,11 @@ def tflite_meta(meta: dict, fmt: str, batch, content: bytes) -> dict:
     ins, outs = tflite_io(content)
     m = {**meta, "format": "tflite", "batch": batch if batch else "dynamic", "quantization": _QUANT[fmt],
          "variant": fmt, "inputs": ins, "outputs": outs,
-         "input_dtype": ins[0]["dtype"], "output_dtype": outs[0]["dtype"]}
+         }
+    image = next(r for r in ins if "yaw" not in r["name"])
+    m["input_dtype"], m["output_dtype"] = image["dtype"], outs[0]["dtype"]
     # Shortcuts for the image input/output (what a runtime needs to (de)quantize).
-    for key, row in (("input", ins[0]), ("output", outs[0])):
+    for key, row in (("input", image), ("output", outs[0])):
         if "scale" in row:
             m[f"{key}_scale"], m[f"{key}_zero_point"] = row["scale"], row["zero_point"]
     return m
