@@ -119,3 +119,13 @@ def test_cli_errors(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(tmp_path), str(tmp_path / "out"), "--scheme", "generic"])  # needs --pattern
+
+
+def test_dst_inside_src_is_not_walked(tmp_path, grace):
+    from PIL import Image
+
+    Image.fromarray(grace).save(tmp_path / "me.jpg")
+    for _ in range(2):
+        rep = prepare(str(tmp_path), str(tmp_path / "crops"), workers=1, progress=False, manifest=False)
+        assert rep["images"] == 1 and rep["faces"] == 1
+    assert (tmp_path / "crops" / "me.jpg").exists() and not (tmp_path / "crops" / "crops").exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import re
 import sys
@@ -47,7 +48,6 @@ def _init_worker(settings: dict) -> None:
     global _ANALYZER
     from runtime.detect import FaceAnalyzer
 
-    warnings.simplefilter("ignore", RuntimeWarning)  # BlazeFace's exp overflow on far-off logits
     _ANALYZER = FaceAnalyzer(detector=settings["detector"], crop_size=settings["size"],
                              crop_scale=settings["crop_scale"], crop_shift_y=settings["crop_shift_y"],
                              min_face=settings["min_face"], threads=1)
@@ -67,7 +67,9 @@ def crop_one(src: str, dst: str, rel: str) -> dict:
     row = {"path": rel, "ok": False}
     try:
         img = load_image(src)
-        faces, notes = _ANALYZER.analyze(img.rgb)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # BlazeFace's exp overflow on far-off logits
+            faces, notes = _ANALYZER.analyze(img.rgb)
         if not faces:
             why = "; ".join(notes) if notes else "no face found"
             raise FrontalizeError(f"no face: {why}" if notes else why)
@@ -84,11 +86,15 @@ def crop_one(src: str, dst: str, rel: str) -> dict:
     return row
 
 
-def list_images(root: str) -> tuple[list[str], int]:
-    """Relative paths of files with an image extension (sorted), and how many other files were ignored."""
+def list_images(root: str, exclude: str | None = None) -> tuple[list[str], int]:
+    """Relative paths of files with an image extension (sorted), and how many other files were ignored.
+
+    ``exclude``: a folder not to walk into (DST when it lies inside SRC).
+    """
     rels, other = [], 0
+    exclude = os.path.abspath(exclude) if exclude else None
     for dirpath, dirs, files in os.walk(root):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if os.path.abspath(os.path.join(dirpath, d)) != exclude)
         for f in files:
             if os.path.splitext(f)[1].lower() in IMAGE_EXTS:
                 rels.append(os.path.relpath(os.path.join(dirpath, f), root))
@@ -206,7 +212,7 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
 
     os.makedirs(dst, exist_ok=True)
     _remove_tmp_leftovers(dst)
-    rels, other = list_images(src)
+    rels, other = list_images(src, exclude=dst)
     journal_path = os.path.join(dst, JOURNAL)
     journal = read_journal(journal_path)
     done, todo = {}, []
@@ -237,7 +243,10 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
             for job in jobs:
                 record(crop_one(*job))
         else:
-            pool = ProcessPoolExecutor(min(workers, len(jobs)), initializer=_init_worker, initargs=(settings,))
+            # spawn, not fork: forking a process whose OpenCV/LiteRT thread pools already run
+            # (e.g. a caller that used FaceAnalyzer) can deadlock the children on a held lock.
+            pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(settings,))
             try:
                 futures = [pool.submit(crop_one, *job) for job in jobs]
                 for fut in as_completed(futures):
