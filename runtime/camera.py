@@ -280,6 +280,35 @@ def _has_gui() -> bool:
     return "NONE" not in line
 
 
+def process_frame(frame_bgr: np.ndarray, tracker: FaceTracker, engine, fps: float, ms: dict):
+    """One frame of the loop: track/detect -> landmarks -> crop -> frontalize -> draw.
+    Returns (face or None, annotated BGR canvas); stage times go into ``ms``."""
+    t = time.perf_counter()
+    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+    ms["convert"] = (time.perf_counter() - t) * 1e3
+    face = tracker.update(rgb, ms)
+    frontal = None
+    if face is not None:
+        t = time.perf_counter()
+        frontal = engine.run(face.crop, yaw=face.yaw)
+        ms["generator"] = (time.perf_counter() - t) * 1e3
+    t = time.perf_counter()
+    stages = " ".join(f"{s[:4]} {v:.1f}" for s, v in ms.items() if s not in ("capture", "convert"))
+    lines = [f"{fps:5.1f} FPS  {os.path.basename(engine.path)} [{engine.name}]", f"ms: {stages}"]
+    if face is not None:
+        lines.append(f"yaw {face.yaw:+.0f}  {face.detector}")
+    canvas = draw_frame(frame_bgr, face, frontal, lines)
+    ms["draw"] = (time.perf_counter() - t) * 1e3
+    return face, canvas
+
+
+def frame_record(idx: int, face, ms: dict, fps: float) -> dict:
+    return {"frame": idx, "box": None if face is None else [round(float(v), 1) for v in face.box],
+            "yaw": None if face is None or not np.isfinite(face.yaw) else round(face.yaw, 1),
+            "detector": None if face is None else face.detector,
+            "ms": {s: round(v, 2) for s, v in ms.items()}, "fps": round(fps, 2)}
+
+
 def run(args) -> int:
     src = parse_source(args.source)
     models = args.model or [DEFAULT_MODEL]
@@ -310,29 +339,11 @@ def run(args) -> int:
                 break
             idx, frame = got
             ms["capture"] = (time.perf_counter() - t0) * 1e3
-            t = time.perf_counter()
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            ms["convert"] = (time.perf_counter() - t) * 1e3
-            face = tracker.update(rgb, ms)
-            frontal = None
-            if face is not None:
-                t = time.perf_counter()
-                frontal = engine.run(face.crop, yaw=face.yaw)
-                ms["generator"] = (time.perf_counter() - t) * 1e3
             times.append(time.perf_counter())
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-            t = time.perf_counter()
-            stages = " ".join(f"{s[:4]} {v:.1f}" for s, v in ms.items() if s not in ("capture", "convert"))
-            lines = [f"{fps:5.1f} FPS  {os.path.basename(engine.path)} [{engine.name}]", f"ms: {stages}"]
-            if face is not None:
-                lines.append(f"yaw {face.yaw:+.0f}  {face.detector}")
-            canvas = draw_frame(frame, face, frontal, lines)
-            ms["draw"] = (time.perf_counter() - t) * 1e3
+            face, canvas = process_frame(frame, tracker, engine, fps, ms)
             n += 1
-            record = {"frame": idx, "box": None if face is None else [round(float(v), 1) for v in face.box],
-                      "yaw": None if face is None or not np.isfinite(face.yaw) else round(face.yaw, 1),
-                      "detector": None if face is None else face.detector,
-                      "ms": {s: round(v, 2) for s, v in ms.items()}, "fps": round(fps, 2)}
+            record = frame_record(idx, face, ms, fps)
             if out is not None:
                 t = time.perf_counter()
                 out.write_frame(canvas)

@@ -122,6 +122,9 @@ class OnnxEngine(Engine):
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3  # TensorRT/CUDA fallbacks warn loudly; errors still raise
+        # No busy-waiting between runs: in the camera loop the spinning pool threads took the
+        # cores from detection/landmarks/encoding (measured: CPU per image 11.8 -> 5.8 ms).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.sess = ort.InferenceSession(path, so, providers=self.providers)
         except Exception as e:

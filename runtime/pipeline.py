@@ -55,6 +55,9 @@ def side_by_side(images: list[np.ndarray], height: int) -> np.ndarray:
     """Resize each RGB image to ``height`` (keeping aspect) and concatenate left to right."""
     row = []
     for im in images:
+        if im.shape[0] == height:
+            row.append(im)
+            continue
         w = max(1, round(im.shape[1] * height / im.shape[0]))
         interp = cv2.INTER_AREA if im.shape[0] > height else cv2.INTER_LINEAR
         row.append(cv2.resize(im, (w, height), interpolation=interp))

@@ -1,0 +1,168 @@
+"""Benchmark fixtures: the exported models (cached in ``artifacts/bench_models/``) and a video.
+
+Edge generator source, first that exists: ``runs/edge_ship/generator.keras``,
+``models/edge_generator.keras``, else a freshly built (untrained) ``edge_generator()``:
+speed does not depend on the weights, but int8 calibration ranges do, so the report says
+which one was used. The original: the seed's VGGFace pix2pix U-Net generator
+(``vgg_unet("transpose", weights=None)``), saved once and exported the same way.
+int8 calibration: validation crops (ids 042-043) of multipie30 when present, else crops of
+the bundled sample. Exports are redone when the source file changes (size + mtime).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.append(os.path.join(ROOT, "tests"))  # model_fixtures (shared with the tests)
+CACHE = os.path.join(ROOT, "artifacts", "bench_models")
+EDGE_SOURCES = [os.path.join(ROOT, "runs", "edge_ship", "generator.keras"),
+                os.path.join(ROOT, "models", "edge_generator.keras")]
+EDGE_FORMATS = ["onnx", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
+VGG_FORMATS = ["onnx", "tflite-fp32"]
+DATA = os.path.join(os.environ.get("FRONTALIZE_DATA", os.path.join(ROOT, "..", "shared", "data")), "multipie30")
+VIDEO_FRAMES = 150
+
+
+def calibration_crops(n: int = 64) -> tuple[np.ndarray, str]:
+    """Real crops for int8 calibration, never from the test identities (044-049)."""
+    import glob
+
+    from runtime.image_io import load_image
+
+    files = sorted(glob.glob(os.path.join(DATA, "04[23]", "*.jpg")))
+    if files:
+        pick = files[:: max(1, len(files) // n)][:n]  # spread over yaws/illuminations
+        return np.stack([load_image(p).rgb for p in pick]), f"multipie30 val ids 042-043 ({len(pick)} crops)"
+    from model_fixtures import sample_crops
+
+    return sample_crops(), "8 crops of samples/grace_hopper.jpg (multipie30 absent)"
+
+
+def _stamp(path: str) -> dict:
+    st = os.stat(path)
+    return {"source": path, "size": st.st_size, "mtime": st.st_mtime}
+
+
+def _export_cached(keras_path: str, formats: list[str], out_dir: str, calib) -> dict:
+    from export.convert import export_model
+
+    index = os.path.join(out_dir, "index.json")
+    stamp = _stamp(keras_path)
+    if os.path.exists(index):
+        with open(index) as f:
+            cached = json.load(f)
+        if cached["stamp"] == stamp and all(os.path.exists(p) for p in cached["paths"].values()):
+            return cached
+    calib_images, calib_note = calib() if any("int8" in f for f in formats) else (None, "")
+    paths = export_model(keras_path, formats, out_dir, calib_images=calib_images)
+    cached = {"stamp": stamp, "paths": {"keras": keras_path, **paths}, "calibration": calib_note}
+    from runtime.image_io import atomic_write_bytes
+
+    atomic_write_bytes(index, json.dumps(cached, indent=1).encode())
+    return cached
+
+
+def _fresh_keras(name: str, build, model_kind: str) -> str:
+    path = os.path.join(CACHE, f"{name}.keras")
+    if not os.path.exists(path):
+        from runtime.model_meta import default_meta, write_sidecar
+
+        os.makedirs(CACHE, exist_ok=True)
+        tmp = os.path.join(CACHE, f"{name}.tmp.keras")
+        build().save(tmp)
+        os.replace(tmp, path)
+        write_sidecar(path, default_meta(model_kind))
+    return path
+
+
+@pytest.fixture(scope="session")
+def edge_models() -> dict:
+    src = next((p for p in EDGE_SOURCES if os.path.exists(p)), None)
+    if src is None:
+        from training.models import edge_generator
+
+        src = _fresh_keras("edge_generator_untrained", edge_generator, "edge")
+    out = _export_cached(src, EDGE_FORMATS, os.path.join(CACHE, "edge"), calibration_crops)
+    return {**out, "source": os.path.relpath(src, ROOT)}
+
+
+@pytest.fixture(scope="session")
+def vgg_models() -> dict:
+    from training.models import vgg_unet
+
+    src = _fresh_keras("vgg_unet_transpose", lambda: vgg_unet("transpose", weights=None), "pix2pix")
+    out = _export_cached(src, VGG_FORMATS, os.path.join(CACHE, "vgg_unet"), calibration_crops)
+    return {**out, "source": os.path.relpath(src, ROOT)}
+
+
+@pytest.fixture(scope="session")
+def face_crop() -> np.ndarray:
+    from model_fixtures import sample_crops
+
+    return sample_crops()[0]
+
+
+@pytest.fixture(scope="session")
+def face_video() -> str:
+    """640x480, 150 frames, one face (the bundled sample moving and scaling), cached."""
+    from model_fixtures import make_face_video
+
+    path = os.path.join(CACHE, f"face_640x480_{VIDEO_FRAMES}.mp4")
+    if not os.path.exists(path):
+        os.makedirs(CACHE, exist_ok=True)
+        tmp = os.path.join(CACHE, "face.tmp.mp4")
+        make_face_video(tmp, VIDEO_FRAMES)
+        os.replace(tmp, path)
+    return path
+
+
+_PROBE = r"""
+import json, resource, sys
+import numpy as np
+path, engine, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if engine == "keras":
+    import tensorflow, keras, training.models
+elif engine == "onnx":
+    import onnxruntime
+else:
+    import ai_edge_litert.interpreter
+from runtime.engines import load_engine
+
+def hwm_mb():  # peak RSS of this address space; ru_maxrss would carry the parent's peak over exec
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+base = hwm_mb()
+eng = load_engine(path, engine, threads)
+x = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+yaw = 0.0 if eng.needs_yaw else None
+for _ in range(5):
+    eng.run(x, yaw=yaw)
+peak = hwm_mb()
+print(json.dumps({"rss_base_mb": base, "rss_peak_mb": peak, "rss_delta_mb": peak - base}))
+"""
+
+
+def peak_memory(path: str, engine: str, threads: int = 2) -> dict:
+    """Peak resident memory of loading ``path`` and running it 5 times, in a fresh process
+    (VmHWM sees native allocations that tracemalloc misses). Baseline: after importing the
+    engine's library, so the delta is the model's own cost."""
+    r = subprocess.run([sys.executable, "-c", _PROBE, path, engine, str(threads)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        return {"rss_error": (r.stderr.strip().splitlines() or ["?"])[-1][:200]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def machine_load() -> dict:
+    return {"loadavg_1m": os.getloadavg()[0], "cpu_count": os.cpu_count()}

@@ -1,0 +1,58 @@
+"""The whole headless camera pipeline per frame on a 640x480 video with one face.
+
+One round = one frame through ``runtime.camera.process_frame`` (detect every N frames or
+optical-flow tracking, 68 landmarks, crop, edge generator, drawing) plus the mp4v write of the
+annotated frame and video decoding of the next one, exactly as ``--headless`` does. The video
+rewinds at its end. Report: median ms and the sustained FPS (1000 / mean ms: detection frames
+are slower than tracked ones, so the mean is the honest rate).
+"""
+import os
+import time
+
+import cv2
+import pytest
+
+from benchmarks.conftest import machine_load
+
+ROUNDS = 300
+CASES = [("onnx", 5), ("tflite-fp32", 5), ("onnx", 1)]
+
+
+@pytest.mark.parametrize("fmt,detect_every", CASES, ids=[f"{f}-detect-every-{n}" for f, n in CASES])
+def test_camera_pipeline(benchmark, edge_models, face_video, tmp_path, fmt, detect_every):
+    from runtime import camera
+    from runtime.engines import load_engine
+    from runtime.pipeline import analyzer_for
+
+    eng = load_engine(edge_models["paths"][fmt], "auto", 2)
+    tracker = camera.FaceTracker(analyzer_for(eng, "hog", 2), detect_every)
+    cap = cv2.VideoCapture(face_video)
+    writer = [None]
+    stats = {"faces": 0, "frames": 0, "detections": 0}
+
+    def one_frame():
+        ok, frame = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = cap.read()
+        ms = {}
+        face, canvas = camera.process_frame(frame, tracker, eng, 0.0, ms)
+        if writer[0] is None:
+            h, w = canvas.shape[:2]
+            writer[0] = cv2.VideoWriter(str(tmp_path / "bench.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, (w, h))
+        writer[0].write(canvas)
+        stats["frames"] += 1
+        stats["faces"] += face is not None
+        stats["detections"] += "detect" in ms
+
+    for _ in range(5):
+        one_frame()
+    benchmark.group = "camera pipeline (640x480, per frame)"
+    cpu0 = time.process_time()
+    benchmark.pedantic(one_frame, rounds=ROUNDS, iterations=1)
+    cpu_ms = (time.process_time() - cpu0) * 1e3 / ROUNDS  # all threads of this process: robust to other load
+    writer[0].release()
+    benchmark.extra_info.update({"case": f"pipeline-{fmt}-detect-every-{detect_every}", "format": fmt,
+                                 "detect_every": detect_every, "cpu_ms_per_frame": cpu_ms, "video": os.path.relpath(face_video),
+                                 "source": edge_models["source"], **stats, **machine_load()})
+    assert stats["faces"] >= 0.95 * stats["frames"]  # the face is found/tracked in (nearly) every frame
