@@ -121,11 +121,16 @@ def test_cli_errors(tmp_path, capsys):
         main([str(tmp_path), str(tmp_path / "out"), "--scheme", "generic"])  # needs --pattern
 
 
-def test_dst_inside_src_is_not_walked(tmp_path, grace):
+def test_dst_inside_src_is_not_walked_and_links_are_followed_once(tmp_path, grace):
     from PIL import Image
 
-    Image.fromarray(grace).save(tmp_path / "me.jpg")
+    (tmp_path / "real").mkdir()
+    Image.fromarray(grace).save(tmp_path / "real" / "me.jpg")
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink(tmp_path / "real", src / "linked")  # a symlinked data folder is walked
+    os.symlink(src, src / "loop")  # a link loop is not walked forever
     for _ in range(2):
-        rep = prepare(str(tmp_path), str(tmp_path / "crops"), workers=1, progress=False, manifest=False)
+        rep = prepare(str(src), str(src / "crops"), workers=1, progress=False, manifest=False)
         assert rep["images"] == 1 and rep["faces"] == 1
-    assert (tmp_path / "crops" / "me.jpg").exists() and not (tmp_path / "crops" / "crops").exists()
+    assert (src / "crops" / "linked" / "me.jpg").exists() and not (src / "crops" / "crops").exists()

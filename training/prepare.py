@@ -93,7 +93,13 @@ def list_images(root: str, exclude: str | None = None) -> tuple[list[str], int]:
     """
     rels, other = [], 0
     exclude = os.path.abspath(exclude) if exclude else None
-    for dirpath, dirs, files in os.walk(root):
+    seen = set()
+    for dirpath, dirs, files in os.walk(root, followlinks=True):  # symlinked data folders are common
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link loop, or the same folder twice
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if os.path.abspath(os.path.join(dirpath, d)) != exclude)
         for f in files:
             if os.path.splitext(f)[1].lower() in IMAGE_EXTS:
