@@ -91,7 +91,11 @@ def train(args) -> dict:
     val_ds = make_dataset(manifest, val_split, global_batch, train=False, root=root,
                           limit=args.val_limit, repeat=False)
     rows = manifest["pairs"][val_split]
-    fixed_rows = rows[:: max(1, len(rows) // 6)][:6]  # spread over yaws and lighting
+    # One fixed pair per yaw in (-90, -60, -30, 30, 60, 90) where the split has it.
+    by_yaw = {}
+    for r in rows:
+        by_yaw.setdefault(int(r["yaw"]), r)
+    fixed_rows = [by_yaw[y] for y in (-90, -60, -30, 30, 60, 90) if y in by_yaw] or rows[:6]
     fixed = next(iter(make_dataset({**manifest, "pairs": {"fixed": fixed_rows}}, "fixed", 6, train=False,
                                    root=root, repeat=False)))
 
