@@ -85,7 +85,7 @@ class BlazeFace:
         self.interp.invoke()
         raw = self.interp.get_tensor(self.out_boxes)[0]
         logits = self.interp.get_tensor(self.out_scores)[0, :, 0]
-        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100, 100)))
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80, 80)))
         sel = np.where(scores >= self.score)[0]
         if sel.size == 0:
             return []
