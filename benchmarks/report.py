@@ -3,8 +3,8 @@
 Writes ``benchmarks/results/bench.md`` (table: median ms, FPS, CPU ms, peak memory, model
 size, speed-up vs the original Keras VGG U-Net; the issue's two bars, checked) and
 ``benchmarks/results/bench.png`` (bar chart of median ms per image / per frame, log scale).
-FPS for a generator = 1000 / median ms; for the camera pipeline = 1000 / mean ms (detection
-frames are slower than tracked ones: the mean is the sustained rate).
+FPS for a generator = 1000 / median ms; for the camera pipeline = 1000 / mean ms per frame
+(detection frames are slower than tracked ones: the mean is the sustained rate).
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def rows_of(data: dict) -> tuple[list[dict], list[dict]]:
     gens, pipes = [], []
     for b in data["benchmarks"]:
         e, st = b["extra_info"], b["stats"]
-        row = {"case": e.get("case", b["name"]), "median_ms": st["median"] * 1e3, "mean_ms": st["mean"] * 1e3,
-               "min_ms": st["min"] * 1e3, "rounds": st["rounds"], **e}
+        per = e["frames"] if e.get("per_frame") else 1  # whole-video rounds -> per frame
+        row = {"case": e.get("case", b["name"]), "median_ms": st["median"] * 1e3 / per, "mean_ms": st["mean"] * 1e3 / per,
+               "min_ms": st["min"] * 1e3 / per, "rounds": st["rounds"], **e}
         (pipes if b["group"].startswith("camera") else gens).append(row)
     return gens, pipes
 
@@ -68,7 +69,10 @@ def render(data: dict) -> tuple[str, dict]:
                          f"{_f(up, '{:.1f}x')} |")
         lines.append("")
     if pipes:
-        lines += ["Camera pipeline, per frame (`runtime.camera.process_frame` + mp4v write), 640x480 video, one face:", "",
+        lines += ["Camera pipeline, per frame, 640x480 video with one face. `pipeline-*`: `runtime.camera.process_frame` "
+                  "+ mp4v write, one frame per round, all on one thread. `camera-loop-*`: `python -m runtime.camera "
+                  "--headless` on the whole video (decode and encode on their own threads, as shipped), time per "
+                  "frame = round / frames.", "",
                   "| case | detect every | median ms | mean ms | FPS (1000/mean) | CPU ms/frame | face found |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for r in sorted(pipes, key=lambda r: r["mean_ms"]):
@@ -78,7 +82,9 @@ def render(data: dict) -> tuple[str, dict]:
         lines.append("")
     edge = [r for r in gens if r.get("model") == "edge_generator" and r["engine"] != "keras"]
     fastest = min(edge, key=lambda r: r["median_ms"]) if edge else None
-    best_pipe = min(pipes, key=lambda r: r["mean_ms"]) if pipes else None
+    # The bar is judged on the camera loop as shipped when it was measured, else the per-frame cases.
+    shipped = [r for r in pipes if r.get("per_frame")] or pipes
+    best_pipe = min(shipped, key=lambda r: r["mean_ms"]) if shipped else None
     checks = {}
     if fastest and base:
         up = base / fastest["median_ms"]

@@ -15,14 +15,17 @@ HOG finds nothing (profiles); HOG's boxes give the 68-point predictor its best s
 Tracking between detections: the 68 landmarks of the previous frame are followed into the
 new frame with pyramidal Lucas-Kanade optical flow (``cv2.calcOpticalFlowPyrLK``); a similarity
 transform fitted to the points that were found (RANSAC) moves and scales the previous detector
-box, and the landmark predictor is re-fit inside that box. This costs ~1-2 ms instead of a detection
+box, and the landmark predictor is re-fit inside that box. The periodic detection looks in a
+window of twice the face's size around it (the whole frame every 4th time, or when the window
+has no face), so a 640x480 frame costs HOG a fraction of a full-frame pass. This costs ~1-2 ms instead of a detection
 (HOG ~10 ms at 640 px) and keeps the detector's box scale (no drift from re-deriving the box
 from the landmarks). If fewer than half the points are found (or the scale jumps), the face counts as lost and the
 next frame runs the detector; a detection every N frames also resets any slow drift.
 
 ``--headless --out DIR`` writes ``DIR/camera.mp4`` (mp4v; written as ``camera.part.mp4`` and
 renamed when closed), ``DIR/frames.jsonl`` (one JSON line per processed frame: frame index,
-box, yaw, detector or "track", ms per stage, fps) and snapshots. Exit code: 0 when the loop
+box, yaw, detector or "track", ms per stage, fps; "write" is the hand-off to the encoder thread,
+which only takes long when the encoder falls behind) and snapshots. Exit code: 0 when the loop
 ran and ended (end of video, camera gone, q, --max-frames), 1 when the source gave no frame
 at all, 2 for a model or argument error.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -71,8 +75,8 @@ def open_capture(src, timeout_ms: int = 5000) -> cv2.VideoCapture:
 
 
 class FrameSource:
-    """Frames from a capture: in order (``latest_only=False``) or only the newest one, read on a
-    thread (``latest_only=True``). ``read()`` -> (index, BGR frame) or None at the end, with
+    """Frames from a capture, read on a thread: in order (``latest_only=False``, decoded ahead
+    into a small queue) or only the newest one (``latest_only=True``). ``read()`` -> (index, BGR frame) or None at the end, with
     ``self.reason`` saying why it ended."""
 
     def __init__(self, src, latest_only: bool, pace: bool = False, stall_s: float = 10.0):
@@ -84,9 +88,12 @@ class FrameSource:
         self.count, self.reason, self.dropped = 0, "", 0
         self._latest, self._ended, self._last_returned = None, False, -1
         self._cond, self._stop = threading.Condition(), False
-        if latest_only:
-            self._thread = threading.Thread(target=self._reader, name="capture", daemon=True)
-            self._thread.start()
+        # In-order mode decodes ahead on a thread too (bounded queue, nothing dropped): decoding
+        # then overlaps the model on the second core.
+        self._queue = None if latest_only else queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._reader if latest_only else self._prefetch,
+                                        name="capture", daemon=True)
+        self._thread.start()
 
     def _end_reason(self) -> str:
         if is_live(self.src):
@@ -105,6 +112,13 @@ class FrameSource:
             return None
         self.count += 1
         return frame
+
+    def _prefetch(self):
+        while not self._stop:
+            frame = self._grab()
+            self._queue.put(None if frame is None else (self.count - 1, frame))
+            if frame is None:
+                return
 
     def _reader(self):
         t0 = time.perf_counter()
@@ -125,8 +139,11 @@ class FrameSource:
 
     def read(self):
         if not self.latest_only:
-            frame = self._grab()
-            return None if frame is None else (self.count - 1, frame)
+            try:
+                return self._queue.get(timeout=self.stall_s)
+            except queue.Empty:
+                self.reason = f"{self.src}: no frame for {self.stall_s:.0f} s, stopping after {self.count} frames"
+                return None
         with self._cond:
             ok = self._cond.wait_for(lambda: self._ended or (self._latest and self._latest[0] > self._last_returned),
                                      timeout=self.stall_s)
@@ -142,7 +159,9 @@ class FrameSource:
 
     def close(self):
         self._stop = True
-        if self.latest_only and self._thread.is_alive():
+        while self._queue is not None and not self._queue.empty():  # unblock a waiting put
+            self._queue.get_nowait()
+        if self._thread.is_alive():
             self._thread.join(timeout=2.0)
             if self._thread.is_alive():  # stuck in a blocking read: releasing under it could crash
                 return
@@ -155,19 +174,36 @@ class FaceTracker:
     def __init__(self, analyzer, detect_every: int = 5, detectors: str = "hog+blazeface"):
         self.analyzer, self.detect_every = analyzer, max(1, detect_every)
         self.detectors = detectors.split("+")
+        self.detections, self.full_every = 0, 4
         self.box = None  # detector-style box, image pixels
         self.prev_gray = self.prev_lm = None
         self.since_detect = 0
         self.detector = ""
 
-    def _detect(self, rgb):
+    def _detect_in(self, rgb, offset=(0, 0)):
         for name in self.detectors:  # the first detector that finds a face answers
             self.analyzer.detector = name
             found = [f for f in self.analyzer.detect(rgb) if f[0][2] - f[0][0] >= self.analyzer.min_face]
             if found:
                 self.detector = found[0][2]
-                return np.asarray(found[0][0], float)
+                return np.asarray(found[0][0], float) + np.tile(offset, 2)
         return None
+
+    def _detect(self, rgb):
+        """While a face is tracked, re-detect in a window of twice its size around it (HOG on
+        ~1/4 of a 640x480 frame); the whole frame every ``full_every``-th time or when that fails."""
+        self.detections += 1
+        if self.box is not None and self.detections % self.full_every:
+            h, w = rgb.shape[:2]
+            x0, y0, x1, y1 = self.box
+            cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0)
+            wx0, wy0 = int(max(0, cx - half)), int(max(0, cy - half))
+            wx1, wy1 = int(min(w, cx + half)), int(min(h, cy + half))
+            if (wx1 - wx0) * (wy1 - wy0) < 0.6 * w * h:
+                box = self._detect_in(rgb[wy0:wy1, wx0:wx1], (wx0, wy0))
+                if box is not None:
+                    return box
+        return self._detect_in(rgb)
 
     def _track(self, gray):
         p0 = self.prev_lm.reshape(-1, 1, 2).astype(np.float32)
@@ -254,6 +290,14 @@ class Outputs:
         self.writer = None
         self.jsonl = open(os.path.join(out_dir, "frames.jsonl"), "w", buffering=1)
         self.frames = 0
+        # mp4v encoding runs on its own thread (OpenCV releases the GIL), overlapping the next
+        # frame's work; the bounded queue applies back-pressure instead of growing.
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._encode, name="encode", daemon=True)
+
+    def _encode(self):
+        while (canvas := self._queue.get()) is not None:
+            self.writer.write(canvas)
 
     def write_frame(self, canvas_bgr: np.ndarray):
         if self.writer is None:
@@ -261,7 +305,8 @@ class Outputs:
             self.writer = cv2.VideoWriter(self.part_path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self.writer.isOpened():
                 raise FrontalizeError(f"{self.part_path}: cannot open video writer (mp4v)")
-        self.writer.write(canvas_bgr)
+            self._thread.start()
+        self._queue.put(canvas_bgr)
         self.frames += 1
 
     def write_record(self, record: dict):
@@ -270,6 +315,8 @@ class Outputs:
     def close(self):
         self.jsonl.close()
         if self.writer is not None:
+            self._queue.put(None)
+            self._thread.join()
             self.writer.release()
             os.replace(self.part_path, self.video_path)
 
