@@ -6,7 +6,7 @@ PROFILE ?= fast
 MODELS  ?= edge pix2pix autoencoder dcgan cvae
 export FRONTALIZE_DATA := $(abspath $(DATA))
 
-.PHONY: setup demo test test-python test-browser train manifest export bench android-demo clean
+.PHONY: setup demo test test-python test-browser train manifest export bench eval android-demo clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -51,6 +51,31 @@ train: manifest
 	  $(PY) -m training.train --model $$m --manifest $(MANIFEST) --profile $(PROFILE) --out runs/$(PROFILE)/$$m --resume || exit 1; \
 	  echo "$$m: $$(( $$(date +%s) - start )) s" | tee -a runs/$(PROFILE)/times.txt; \
 	done
+
+# Exports every generator that `make train` produced (runs/$(PROFILE)/*/generator.keras) to ONNX and
+# TFLite fp32/fp16/dynamic/int8 (+ batch-1 twins), int8 calibrated on validation ids, with parity reports.
+EXPORT_FORMATS ?= onnx,tflite-fp32,tflite-fp16,tflite-dynamic,tflite-int8,tflite-int8-floatio
+export: setup
+	@ls runs/$(PROFILE)/*/generator.keras >/dev/null 2>&1 || { echo "no trained generators in runs/$(PROFILE)/: run make train first"; exit 1; }
+	@for g in runs/$(PROFILE)/*/generator.keras; do \
+	  m=$$(basename $$(dirname $$g)); echo "== $$m"; \
+	  $(PY) -m export $$g --formats $(EXPORT_FORMATS) --out artifacts/export/$$m \
+	    --calib $(MANIFEST) --calib-split val --calib-n 200 --parity --parity-n 64 || exit 1; \
+	done
+
+# Held-out evaluation of a generator (default: the shipped edge model) -> artifacts/eval/
+EVAL_MODEL ?= models/edge_generator.keras
+eval: manifest
+	$(PY) -m training.evaluate --model $(EVAL_MODEL) --manifest $(MANIFEST) --split test --out artifacts/eval/$$(basename $(EVAL_MODEL) .keras)
+
+# Runtime benchmarks side by side in one run; table + chart in benchmarks/results/.
+bench: setup
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/bench.json -p no:cacheprovider -q
+	$(PY) -m benchmarks.report benchmarks/results/bench.json
+
+# Detection rate per yaw on multipie30's test identities (needs the data).
+bench-detect: setup
+	$(PY) -m benchmarks.detection_rate
 
 clean:
 	rm -rf out artifacts/bench_models .pytest_cache
