@@ -80,6 +80,11 @@ def render(data: dict) -> tuple[str, dict]:
                          f"{1000 / r['mean_ms']:.1f} | {_f(r.get('cpu_ms_per_frame'))} | "
                          f"{r.get('faces', 0)}/{r.get('frames', 0)} |")
         lines.append("")
+        for r in pipes:
+            if r.get("in_loop_fps"):
+                lines.append(f"- `{r['case']}`: {r['in_loop_fps']:.1f} FPS in the loop's own readout (start-up excluded); "
+                             "stage medians ms: " + ", ".join(f"{k} {v:.1f}" for k, v in r.get("stage_median_ms", {}).items()))
+        lines.append("")
     edge = [r for r in gens if r.get("model") == "edge_generator" and r["engine"] != "keras"]
     fastest = min(edge, key=lambda r: r["median_ms"]) if edge else None
     # The bar is judged on the camera loop as shipped when it was measured, else the per-frame cases.
