@@ -71,7 +71,7 @@ eval: manifest
 # Runtime benchmarks side by side in one run; table + chart in benchmarks/results/.
 bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/bench.json -p no:cacheprovider -q
-	$(PY) -m benchmarks.report benchmarks/results/bench.json
+	$(PY) -m benchmarks.report
 
 # Detection rate per yaw on multipie30's test identities (needs the data).
 bench-detect: setup
