@@ -189,8 +189,57 @@ def _ds_block(x, ch, stride=1, name=None):
     return layers.ReLU(6.0)(_bn(name=f"{name}_pw_bn")(x))
 
 
+@keras.saving.register_keras_serializable("frontalize")
+class WarpBlend(layers.Layer):
+    """Output = softmax-weighted blend of (input warped by flow A, mirrored input warped by flow B,
+    generated image).
+
+    Frontalizing mostly moves pixels: copying them keeps the person's skin, eyes and lighting, which a
+    decoder trained on 22 identities cannot invent for a new face; the mirrored source fills the half
+    that a profile hides, the generated image what neither shows. Bilinear sampling is written with
+    plain Gather ops (batch offsets folded into the index), which ONNX and TFLite both run.
+    """
+
+    def call(self, inputs):
+        image, flow, logits, generated = inputs
+        shape = tf.shape(image)
+        b, h, w = shape[0], shape[1], shape[2]
+        hf, wf = tf.cast(h, image.dtype), tf.cast(w, image.dtype)
+        gy, gx = tf.meshgrid(tf.range(hf, dtype=image.dtype), tf.range(wf, dtype=image.dtype), indexing="ij")
+        sources = tf.concat([image, image[:, :, ::-1]], axis=0)  # (2B, H, W, 3)
+        fx = tf.concat([flow[..., 0], flow[..., 2]], axis=0)  # (2B, H, W) in pixels
+        fy = tf.concat([flow[..., 1], flow[..., 3]], axis=0)
+        x = tf.clip_by_value(gx + fx, 0.0, wf - 1.0)
+        y = tf.clip_by_value(gy + fy, 0.0, hf - 1.0)
+        x0, y0 = tf.floor(x), tf.floor(y)
+        ax, ay = x - x0, y - y0
+        x0i, y0i = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+        x1i, y1i = tf.minimum(x0i + 1, w - 1), tf.minimum(y0i + 1, h - 1)
+        flat = tf.reshape(sources, [-1, 3])
+        base = tf.reshape(tf.range(2 * b) * h * w, [-1, 1, 1])
+
+        def at(yi, xi):
+            return tf.gather(flat, tf.reshape(base + yi * w + xi, [-1]))
+
+        ax, ay = tf.reshape(ax, [-1, 1]), tf.reshape(ay, [-1, 1])
+        top = at(y0i, x0i) * (1 - ax) + at(y0i, x1i) * ax
+        bottom = at(y1i, x0i) * (1 - ax) + at(y1i, x1i) * ax
+        warped = tf.reshape(top * (1 - ay) + bottom * ay, [2 * b, h, w, 3])
+        weights = tf.nn.softmax(logits, axis=-1)
+        return (weights[..., 0:1] * warped[:b] + weights[..., 1:2] * warped[b:]
+                + weights[..., 2:3] * generated)
+
+    def compute_output_shape(self, shapes):
+        return shapes[0]
+
+
 def edge_generator(width: float = 1.0, name: str = "edge_generator") -> keras.Model:
-    """U-Net of depthwise-separable blocks with a dense bottleneck (global view for the pose change)."""
+    """U-Net of depthwise-separable blocks with a dense bottleneck (global view for the pose change).
+
+    Its heads predict two flow fields (at 32x32, upsampled), a 3-way blend and a generated image;
+    WarpBlend turns them into the frontal face. At initialisation the flows are zero and the blend
+    favours the input, so training starts from the raw input and learns to move it.
+    """
     c = [int(round(v * width)) for v in (32, 64, 128, 192, 256)]
     inp = keras.Input((SIZE, SIZE, 3), name="image")
     x = layers.Conv2D(c[0], 3, strides=2, padding="same", use_bias=False, name="stem")(inp)  # 64
@@ -207,14 +256,21 @@ def edge_generator(width: float = 1.0, name: str = "edge_generator") -> keras.Mo
     g = layers.Dense(256, activation="relu", name="bottleneck_in")(layers.Flatten()(x))
     g = layers.Dense(4 * 4 * c[4], activation="relu", name="bottleneck_out")(g)
     x = layers.Concatenate()([x, layers.Reshape((4, 4, c[4]))(g)])
+    flow = None
     for skip, ch, tag in [(s8, c[3], "u8"), (s16, c[2], "u16"), (s32, c[1], "u32"), (s64, c[0], "u64")]:
         x = layers.UpSampling2D(2, interpolation="bilinear")(x)
         x = layers.Concatenate()([x, skip])
         x = _ds_block(x, ch, name=f"{tag}a")
         x = _ds_block(x, ch, name=f"{tag}b")
+        if tag == "u32":  # smooth flow: predicted at 32x32, in units of 4 px, upsampled x4
+            flow = layers.Conv2D(4, 3, padding="same", kernel_initializer="zeros", name="flow")(x)
+            flow = layers.Rescaling(4.0)(layers.UpSampling2D(4, interpolation="bilinear")(flow))
     x = layers.UpSampling2D(2, interpolation="bilinear")(x)  # 128
     x = _ds_block(x, 24, name="u128")
-    out = layers.Conv2D(3, 3, padding="same", activation="tanh", dtype="float32", name="frontal")(x)
+    generated = layers.Conv2D(3, 3, padding="same", activation="tanh", name="generated")(x)
+    blend = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros",
+                          bias_initializer=keras.initializers.Constant([3.0, 0.0, 0.0]), name="blend")(x)
+    out = WarpBlend(dtype="float32", name="frontal")([inp, flow, blend, generated])
     return keras.Model(inp, out, name=name)
 
 
