@@ -13,8 +13,11 @@ with a fixed input signature and converted from its concrete function.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 
 import numpy as np
 
@@ -155,6 +158,36 @@ def frozen_function(model, meta: dict, batch):
     return convert_variables_to_constants_v2(fn.get_concrete_function())
 
 
+# Tensors of the edge generator's flow-warp head (WarpBlend layer "frontal", the flow conv and its
+# rescaling). Pixel coordinates, bilinear weights and Gather indices do not survive int8 (a 128-px
+# coordinate in 256 levels, floor/cast on quantized values: the output was garbage), so a full-int8
+# export keeps them in float and quantizes everything else (all the convolutions).
+_WARP_TENSORS = re.compile(r"(/frontal[_/]|/flow[_/]|/rescaling[_/]|^Identity$)")
+
+
+def _has_warp(frozen) -> bool:
+    return any(op.type == "GatherV2" and "frontal" in op.name for op in frozen.graph.get_operations())
+
+
+def _int8_keep_warp_float(conv, calib, calib_yaws, two_inputs) -> bytes:
+    import tensorflow as tf
+
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    data = _representative(calib[: min(8, len(calib))], None if calib_yaws is None else calib_yaws[:8], two_inputs)
+    try:
+        probe = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=data)
+        probe.run()  # lists the quantized tensors by name
+        buf = io.StringIO()
+        probe.layer_statistics_dump(buf)
+        names = [r["tensor_name"] for r in csv.DictReader(io.StringIO(buf.getvalue()))]
+        deny = [n for n in names if _WARP_TENSORS.search(n)]
+        opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=deny)
+        sel = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=data, debug_options=opts)
+        return sel.get_nondebug_quantized_model()
+    except Exception as e:
+        raise ModelError(f"int8 conversion (warp head kept in float) failed ({_first_line(e)})") from None
+
+
 def tflite_bytes(frozen, fmt: str, calib: np.ndarray | None = None, calib_yaws: np.ndarray | None = None) -> bytes:
     """Convert a ``frozen_function`` to one TFLite variant (``fmt``)."""
     import tensorflow as tf
@@ -175,6 +208,8 @@ def tflite_bytes(frozen, fmt: str, calib: np.ndarray | None = None, calib_yaws: 
         if fmt == "tflite-int8":
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
+        if _has_warp(frozen):
+            return _int8_keep_warp_float(conv, calib, calib_yaws, len(frozen.inputs) == 2)
     elif fmt != "tflite-fp32":
         raise ModelError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
     try:
