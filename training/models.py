@@ -236,7 +236,7 @@ class WarpBlend(layers.Layer):
 def edge_generator(width: float = 1.0, name: str = "edge_generator") -> keras.Model:
     """U-Net of depthwise-separable blocks with a dense bottleneck (global view for the pose change).
 
-    Its heads predict two flow fields (at 32x32, upsampled), a 3-way blend and a generated image;
+    Its heads predict two flow fields (at 16x16, upsampled), a 3-way blend and a generated image;
     WarpBlend turns them into the frontal face. At initialisation the flows are zero and the blend
     favours the input, so training starts from the raw input and learns to move it.
     """
@@ -262,9 +262,10 @@ def edge_generator(width: float = 1.0, name: str = "edge_generator") -> keras.Mo
         x = layers.Concatenate()([x, skip])
         x = _ds_block(x, ch, name=f"{tag}a")
         x = _ds_block(x, ch, name=f"{tag}b")
-        if tag == "u32":  # smooth flow: predicted at 32x32, in units of 4 px, upsampled x4
+        if tag == "u16":  # smooth flow: predicted at 16x16, in units of 8 px, upsampled x8
+            # (a 32x32 flow tore the face into patches after 1000 steps; 16x16 keeps pieces whole)
             flow = layers.Conv2D(4, 3, padding="same", kernel_initializer="zeros", name="flow")(x)
-            flow = layers.Rescaling(4.0)(layers.UpSampling2D(4, interpolation="bilinear")(flow))
+            flow = layers.Rescaling(8.0)(layers.UpSampling2D(8, interpolation="bilinear")(flow))
     x = layers.UpSampling2D(2, interpolation="bilinear")(x)  # 128
     x = _ds_block(x, 24, name="u128")
     generated = layers.Conv2D(3, 3, padding="same", activation="tanh", name="generated")(x)
