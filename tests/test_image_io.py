@@ -81,9 +81,11 @@ def test_exif_rotated_photo_comes_out_upright(odd_images, grace):
 
 def test_huge_jpeg_loads_reduced_within_a_memory_bound(odd_images):
     """20000x20000: decoded at 1/4 by libjpeg then resized to 4096; a full decode alone is 1.2 GB."""
-    code = ("import resource, sys; from runtime.image_io import load_image; "
+    # VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so it would report pytest's own peak.
+    code = ("import re, sys; from runtime.image_io import load_image; "
             "i = load_image(sys.argv[1]); "
-            "print(i.rgb.shape, round(i.scale, 4), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+            "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); "
+            "print(i.rgb.shape, round(i.scale, 4), hwm // 1024)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code, odd_images["huge_20000.jpg"]], cwd=root, check=True,
                          capture_output=True, text=True).stdout.split()
