@@ -22,6 +22,9 @@ CASES = [  # (id, which model set, format key, engine)
     ("edge-tflite-fp16", "edge", "tflite-fp16", "tflite"),
     ("edge-tflite-dynamic-int8", "edge", "tflite-dynamic", "tflite"),
     ("edge-tflite-int8", "edge", "tflite-int8", "tflite"),
+    # The static batch-1 twins (what a phone or the camera loop runs: XNNPACK plans a fixed shape).
+    ("edge-tflite-fp32-b1", "edge", "tflite-fp32-b1", "tflite"),
+    ("edge-tflite-int8-b1", "edge", "tflite-int8-b1", "tflite"),
 ]
 
 
