@@ -183,7 +183,15 @@ def _int8_keep_warp_float(conv, calib, calib_yaws, two_inputs) -> bytes:
         deny = [n for n in names if _WARP_TENSORS.search(n)]
         opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=deny)
         sel = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=data, debug_options=opts)
-        return sel.get_nondebug_quantized_model()
+        # The debugger's own get_nondebug_quantized_model() drops the int8 I/O types: quantize its
+        # calibrated model ourselves with them.
+        from tensorflow.lite.python import convert as tfl_convert
+
+        int8_io = conv.inference_input_type == tf.int8
+        io_type = tf.int8 if int8_io else tf.float32
+        return tfl_convert.mlir_quantize(sel.calibrated_model, fully_quantize=int8_io,
+                                         input_data_type=io_type, output_data_type=io_type,
+                                         denylisted_nodes=deny)
     except Exception as e:
         raise ModelError(f"int8 conversion (warp head kept in float) failed ({_first_line(e)})") from None
 
