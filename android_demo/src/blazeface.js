@@ -1,6 +1,8 @@
 // BlazeFace short-range decoding, a port of runtime/blazeface.py (same anchors, letterbox,
 // sigmoid, box decoding and NMS), plus the 6 keypoints the Python runtime drops:
 // right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion.
+import { blackSquare } from './crop.js';
+
 export const INPUT = 128;
 
 // 896 anchors (16x16x2 at stride 8, 8x8x6 at stride 16), centres in [0,1].
@@ -20,13 +22,7 @@ const ANCHORS = anchors();
 // max(w, h), resized to 128x128; returns NHWC float32 in [-1, 1] and that side.
 export function preprocess(source, width, height, canvas) {
   const side = Math.max(width, height);
-  canvas.width = INPUT;
-  canvas.height = INPUT;
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  ctx.fillStyle = '#000';
-  ctx.fillRect(0, 0, INPUT, INPUT);
-  ctx.imageSmoothingEnabled = true;
-  ctx.imageSmoothingQuality = 'high';
+  const ctx = blackSquare(canvas, INPUT);
   const f = INPUT / side;
   ctx.drawImage(source, 0, 0, width, height, 0, 0, width * f, height * f);
   const px = ctx.getImageData(0, 0, INPUT, INPUT).data;

@@ -17,6 +17,13 @@ export function roiFromBlazeFace(det, calib, scale = 1, shiftY = 0) {
 // and resize to size x size on `canvas`; returns RGB uint8 (size*size*3).
 export function cropSquare(source, box, size, canvas) {
   const [x0, y0, x1, y1] = box.map(Math.round);
+  const ctx = blackSquare(canvas, size);
+  ctx.drawImage(source, x0, y0, x1 - x0, y1 - y0, 0, 0, size, size); // the out-of-image part stays black
+  return rgbaToRgb(ctx.getImageData(0, 0, size, size).data);
+}
+
+// `canvas` resized to size x size and painted black, with high-quality smoothing for resizing.
+export function blackSquare(canvas, size) {
   canvas.width = size;
   canvas.height = size;
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -24,8 +31,7 @@ export function cropSquare(source, box, size, canvas) {
   ctx.fillRect(0, 0, size, size);
   ctx.imageSmoothingEnabled = true;
   ctx.imageSmoothingQuality = 'high';
-  ctx.drawImage(source, x0, y0, x1 - x0, y1 - y0, 0, 0, size, size); // the out-of-image part stays black
-  return rgbaToRgb(ctx.getImageData(0, 0, size, size).data);
+  return ctx;
 }
 
 export function rgbaToRgb(px) {
