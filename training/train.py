@@ -28,6 +28,11 @@ PROFILES = {
 }
 
 
+# Identity-loss weight per profile and model when --id-weight is not given (see EdgeGAN /
+# Pix2Pix._identity_loss). Without face-api's weights the profile default is dropped with a note.
+PROFILE_ID_WEIGHT = {"fast": {"edge": 20.0}, "full": {"edge": 20.0, "pix2pix": 20.0}}
+
+
 def make_strategy(cpu_replicas: int = 0):
     import tensorflow as tf
 
@@ -101,6 +106,20 @@ def train(args) -> dict:
 
     with strategy.scope():
         kw = {"width": args.width} if args.model == "edge" else {}
+        if args.id_weight is None:
+            args.id_weight = PROFILE_ID_WEIGHT[args.profile].get(args.model, 0.0)
+            if args.id_weight:
+                from .identity import faceapi_dir
+
+                try:
+                    faceapi_dir()
+                except FileNotFoundError as e:
+                    print(f"training without the identity loss: {e}", flush=True)
+                    args.id_weight = 0.0
+        if args.id_weight:
+            if args.model not in ("edge", "pix2pix"):
+                raise SystemExit(f"--id-weight applies to edge and pix2pix, not {args.model}")
+            kw["id_weight"] = args.id_weight
         if args.model == "autoencoder" and args.vggface_weights is not None:
             kw["weights"] = args.vggface_weights or None  # "" = random weights, as for pix2pix
         if args.model == "pix2pix":
@@ -108,6 +127,8 @@ def train(args) -> dict:
 
             kw = {"generator": vgg_unet("transpose", "vgg_unet_pix2pix", args.vggface_weights or None)} \
                 if args.vggface_weights is not None else {}
+            if args.id_weight:
+                kw["id_weight"] = args.id_weight
         model = MODELS[args.model](**kw)
         model.compile()
         model.build_optimizers()
@@ -162,6 +183,10 @@ def parse_args(argv=None):
     ap.add_argument("--width", type=float, default=1.0, help="edge generator width multiplier")
     ap.add_argument("--vggface-weights", help="keras-vggface notop .h5 (default: the keras-vggface cache path)")
     ap.add_argument("--val-limit", type=int, default=256, help="validation pairs per epoch")
+    ap.add_argument("--id-weight", type=float,
+                    help="weight of the identity loss (dlib face-descriptor distance, prediction vs "
+                         "frontal; needs face-api's weights, see training/identity.py); edge, pix2pix "
+                         "(default: the profile's, PROFILE_ID_WEIGHT)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--cpu-replicas", type=int, default=0, help="split the CPU into N devices (tests)")
     ap.add_argument("--seed", type=int, default=0)
