@@ -1,7 +1,6 @@
 """Benchmark fixtures: the exported models (cached in ``artifacts/bench_models/``) and a video.
 
-Edge generator source, first that exists: ``runs/edge_ship/generator.keras``,
-``models/edge_generator.keras``, else a freshly built (untrained) ``edge_generator()``:
+Edge generator source: the shipped ``models/edge_generator.keras`` if present, else a freshly built (untrained) ``edge_generator()``:
 speed does not depend on the weights, but int8 calibration ranges do, so the report says
 which one was used. The original: the seed's VGGFace pix2pix U-Net generator
 (``vgg_unet("transpose", weights=None)``), saved once and exported the same way.
@@ -22,8 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.append(os.path.join(ROOT, "tests"))  # model_fixtures (shared with the tests)
 CACHE = os.path.join(ROOT, "artifacts", "bench_models")
-EDGE_SOURCES = [os.path.join(ROOT, "runs", "edge_ship", "generator.keras"),
-                os.path.join(ROOT, "models", "edge_generator.keras")]
+EDGE_SOURCES = [os.path.join(ROOT, "models", "edge_generator.keras")]
 EDGE_FORMATS = ["onnx", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
 VGG_FORMATS = ["onnx", "tflite-fp32"]
 DATA = os.path.join(os.environ.get("FRONTALIZE_DATA", os.path.join(ROOT, "..", "shared", "data")), "multipie30")

@@ -50,10 +50,13 @@ def render(data: dict) -> tuple[str, dict]:
     mi = data.get("machine_info", {})
     cpu = mi.get("cpu", {}).get("brand_raw", mi.get("processor", "?"))
     loads = [r.get("loadavg_1m") for r in gens + pipes if r.get("loadavg_1m") is not None]
-    lines += [f"Run {data.get('datetime', '?')} on {cpu}, {gens[0].get('cpu_count') if gens else '?'} cores, "
+    cores = gens[0].get("cpu_count") if gens else None
+    busy = cores is not None and max(loads, default=0) > cores
+    lines += [f"Run {data.get('datetime', '?')} on {cpu}, {cores or '?'} cores, "
               f"Python {mi.get('python_version', '?')}; load average during the run "
-              f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} (above the core count = other work competed: "
-              "the CPU ms column is the load-robust figure).", ""]
+              f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} "
+              + ("(above the core count: other work competed; the CPU ms column is the load-robust figure)."
+                 if busy else "(below the core count: no other work competed)."), ""]
     if gens:
         src = next((r["source"] for r in gens if r.get("model") == "edge_generator"), "?")
         cal = next((r.get("calibration") for r in gens if r.get("model") == "edge_generator" and r.get("calibration")), "")
