@@ -137,3 +137,40 @@ def test_edge_generator_fits_the_edge_budget():
     assert 0.05e9 < macs <= 0.6e9, macs
     assert M.count_macs(M.vgg_unet(weights=None)) > 10 * macs  # the seed model it replaces
     assert g.output.shape[1:] == (128, 128, 3)
+
+
+def _bilinear(img, fx, fy):
+    """Reference: sample img (H, W, C) at (x + fx, y + fy), coordinates clamped to the image."""
+    h, w = img.shape[:2]
+    gy, gx = np.mgrid[0:h, 0:w].astype("float64")
+    x, y = np.clip(gx + fx, 0, w - 1), np.clip(gy + fy, 0, h - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    ax, ay = (x - x0)[..., None], (y - y0)[..., None]
+    top = img[y0, x0] * (1 - ax) + img[y0, x1] * ax
+    return top * (1 - ay) + (img[y1, x0] * (1 - ax) + img[y1, x1] * ax) * ay
+
+
+def test_warp_blend_is_bilinear_sampling_of_input_and_mirror():
+    # WarpBlend is written with 1x1 convolutions and a neighbour-row gather for TFLite speed; it
+    # must equal plain bilinear sampling (flows past the border, fractional and whole-pixel moves).
+    rng = np.random.default_rng(0)
+    b, h, w = 2, 32, 32
+    image = rng.uniform(-1, 1, (b, h, w, 3))
+    flow = rng.normal(0, 12, (b, h, w, 4))
+    flow[0, :4] = np.round(flow[0, :4])
+    logits = rng.normal(0, 2, (b, h, w, 3))
+    generated = rng.uniform(-1, 1, (b, h, w, 3))
+    out = M.WarpBlend()([tf.constant(a, tf.float32) for a in (image, flow, logits, generated)]).numpy()
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    wts = e / e.sum(-1, keepdims=True)
+    for i in range(b):
+        a = _bilinear(image[i], flow[i, ..., 0], flow[i, ..., 1])
+        m = _bilinear(image[i, :, ::-1], flow[i, ..., 2], flow[i, ..., 3])
+        ref = wts[i, ..., :1] * a + wts[i, ..., 1:2] * m + wts[i, ..., 2:3] * generated[i]
+        np.testing.assert_allclose(out[i], ref, atol=2e-5)
+    # zero flows and an all-input blend give the input back
+    same = M.WarpBlend()([tf.constant(image, tf.float32), tf.zeros((b, h, w, 4)),
+                          tf.constant(np.broadcast_to([30.0, 0, 0], (b, h, w, 3)), tf.float32),
+                          tf.constant(generated, tf.float32)]).numpy()
+    np.testing.assert_allclose(same, image, atol=1e-5)
