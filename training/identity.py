@@ -40,7 +40,6 @@ INPUT_SIZE = 150
 # 255 instead; 256 is what the weights were trained with (and agrees better with dlib, measured).
 MEAN_RGB = (122.782, 117.001, 104.298)
 PIXEL_DIVISOR = 256.0
-_DTYPE_BYTES = {"float32": 4, "int32": 4, "uint8": 1, "uint16": 2, "float16": 2}
 
 
 def faceapi_dir(weights_dir: str | None = None) -> str:
@@ -65,14 +64,17 @@ def load_faceapi_weights(weights_dir: str | None = None) -> dict[str, np.ndarray
         manifest = json.load(f)
     out = {}
     for group in manifest:
-        buf = b"".join(open(os.path.join(d, p), "rb").read() for p in group["paths"])
+        buf = b""
+        for p in group["paths"]:
+            with open(os.path.join(d, p), "rb") as f:
+                buf += f.read()
         off = 0
         for w in group["weights"]:
             q = w.get("quantization")
             dtype = q["dtype"] if q else w["dtype"]
             n = int(np.prod(w["shape"], dtype=np.int64))
             raw = np.frombuffer(buf, dtype=dtype, count=n, offset=off)
-            off += n * _DTYPE_BYTES[dtype]
+            off += n * raw.itemsize
             if q and "scale" in q:
                 val = q["min"] + raw.astype(np.float64) * q["scale"]
             else:

@@ -106,6 +106,12 @@ def train(args) -> dict:
 
     with strategy.scope():
         kw = {"width": args.width} if args.model == "edge" else {}
+        if args.model == "autoencoder" and args.vggface_weights is not None:
+            kw["weights"] = args.vggface_weights or None  # "" = random weights, as for pix2pix
+        if args.model == "pix2pix" and args.vggface_weights is not None:
+            from .models import vgg_unet
+
+            kw["generator"] = vgg_unet("transpose", "vgg_unet_pix2pix", args.vggface_weights or None)
         if args.id_weight is None:
             args.id_weight = PROFILE_ID_WEIGHT[args.profile].get(args.model, 0.0)
             if args.id_weight:
@@ -120,15 +126,6 @@ def train(args) -> dict:
             if args.model not in ("edge", "pix2pix"):
                 raise SystemExit(f"--id-weight applies to edge and pix2pix, not {args.model}")
             kw["id_weight"] = args.id_weight
-        if args.model == "autoencoder" and args.vggface_weights is not None:
-            kw["weights"] = args.vggface_weights or None  # "" = random weights, as for pix2pix
-        if args.model == "pix2pix":
-            from .models import vgg_unet
-
-            kw = {"generator": vgg_unet("transpose", "vgg_unet_pix2pix", args.vggface_weights or None)} \
-                if args.vggface_weights is not None else {}
-            if args.id_weight:
-                kw["id_weight"] = args.id_weight
         model = MODELS[args.model](**kw)
         model.compile()
         model.build_optimizers()
