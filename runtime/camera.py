@@ -1,26 +1,18 @@
 """Live frontalization: ``python -m runtime.camera [--source 0|video.mp4|rtsp://...]``.
 
-Per frame: detect (every ``--detect-every`` frames) or track -> 68 landmarks -> crop framed
-as the model's metadata says -> frontalize -> draw input (box, landmarks) | frontal prediction,
-with FPS and per-stage milliseconds. Keys (window mode): q quit, s snapshot, m next model
-(``--model`` may be given several times).
+Per frame: detect (every ``--detect-every`` frames) or track -> pose network (yaw, eye and mouth
+midpoints) -> canonical crop -> frontalize -> draw input (crop square, keypoints) | frontal
+prediction, with FPS and per-stage milliseconds. Keys (window mode): q quit, s snapshot, m next
+model (``--model`` may be given several times).
 
 Capture runs on its own thread keeping only the latest frame, so a slow model drops frames
 instead of piling them up. A video FILE in ``--headless`` mode is read in order, every frame
 (there is no real time to keep up with).
 
-Detection (``--detector``, default ``hog+blazeface``): dlib HOG, and BlazeFace on frames where
-HOG finds nothing (profiles); HOG's boxes give the 68-point predictor its best start.
-
-Tracking between detections: the 68 landmarks of the previous frame are followed into the
-new frame with pyramidal Lucas-Kanade optical flow (``cv2.calcOpticalFlowPyrLK``); a similarity
-transform fitted to the points that were found (RANSAC) moves and scales the previous detector
-box, and the landmark predictor is re-fit inside that box. The periodic detection looks in a
-window of twice the face's size around it (the whole frame every 4th time, or when the window
-has no face), so a 640x480 frame costs HOG a fraction of a full-frame pass. This costs ~1-2 ms instead of a detection
-(HOG ~10 ms at 640 px) and keeps the detector's box scale (no drift from re-deriving the box
-from the landmarks). If fewer than half the points are found (or the scale jumps), the face counts as lost and the
-next frame runs the detector; a detection every N frames also resets any slow drift.
+Detection and pose: ``runtime.detect.FaceAnalyzer`` (``--detector``). Tracking between detections:
+the pose network reads the face again inside the previous frame's crop square (one pass, no
+detector); when its face score drops the face counts as lost and the next frame runs the detector,
+and a detection every N frames also resets any slow drift.
 
 ``--headless --out DIR`` writes ``DIR/camera.mp4`` (mp4v; written as ``camera.part.mp4`` and
 renamed when closed), ``DIR/frames.jsonl`` (one JSON line per processed frame: frame index,
@@ -43,8 +35,7 @@ from collections import deque
 import cv2
 import numpy as np
 
-from .crop import crop_square, roi_from_landmarks
-from .detect import Face, estimate_yaw
+from .detect import Face, FaceAnalyzer
 from .engines import ENGINES, load_engine
 from .errors import FrontalizeError
 from .image_io import atomic_write_image
@@ -169,103 +160,46 @@ class FrameSource:
 
 
 class FaceTracker:
-    """The largest face: detected every ``detect_every`` frames, followed by optical flow between."""
+    """The largest face: detected every ``detect_every`` frames (or when lost), and between
+    detections read again by the pose network from where it was in the previous frame (one pass,
+    ~1-2 ms, no detector): the pose network regresses the face's keypoints inside the old box,
+    which is what tracking needs, and its face score says when the face is gone."""
 
-    def __init__(self, analyzer, detect_every: int = 5, detectors: str = "hog+blazeface"):
+    def __init__(self, analyzer, detect_every: int = 5):
         self.analyzer, self.detect_every = analyzer, max(1, detect_every)
-        self.detectors = detectors.split("+")
-        self.detections, self.full_every = 0, 4
-        self.box = None  # detector-style box, image pixels
-        self.prev_gray = self.prev_lm = None
+        self.face: Face | None = None
         self.since_detect = 0
-        self.detector = ""
-
-    def _detect_in(self, rgb, offset=(0, 0)):
-        for name in self.detectors:  # the first detector that finds a face answers
-            self.analyzer.detector = name
-            found = [f for f in self.analyzer.detect(rgb) if f[0][2] - f[0][0] >= self.analyzer.min_face]
-            if found:
-                self.detector = found[0][2]
-                return np.asarray(found[0][0], float) + np.tile(offset, 2)
-        return None
-
-    def _detect(self, rgb):
-        """While a face is tracked, re-detect in a window of twice its size around it (HOG on
-        ~1/4 of a 640x480 frame); the whole frame every ``full_every``-th time or when that fails."""
-        self.detections += 1
-        if self.box is not None and self.detections % self.full_every:
-            h, w = rgb.shape[:2]
-            x0, y0, x1, y1 = self.box
-            cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0)
-            wx0, wy0 = int(max(0, cx - half)), int(max(0, cy - half))
-            wx1, wy1 = int(min(w, cx + half)), int(min(h, cy + half))
-            if (wx1 - wx0) * (wy1 - wy0) < 0.6 * w * h:
-                box = self._detect_in(rgb[wy0:wy1, wx0:wx1], (wx0, wy0))
-                if box is not None:
-                    return box
-        return self._detect_in(rgb)
-
-    def _track(self, gray):
-        p0 = self.prev_lm.reshape(-1, 1, 2).astype(np.float32)
-        p1, st, _ = cv2.calcOpticalFlowPyrLK(self.prev_gray, gray, p0, None, winSize=(21, 21), maxLevel=3)
-        good = st.reshape(-1) == 1
-        if good.sum() < len(good) // 2:
-            return None
-        a, b = p0.reshape(-1, 2)[good], p1.reshape(-1, 2)[good]
-        # Similarity (shift, scale, rotation) of the points; RANSAC drops points that slid
-        # onto the background (jaw line on a profile).
-        m, _ = cv2.estimateAffinePartial2D(a, b, method=cv2.RANSAC, ransacReprojThreshold=3.0)
-        if m is None:
-            return None
-        s = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
-        if not 0.7 < s < 1.4:
-            return None
-        x0, y0, x1, y1 = self.box
-        c = m[:, :2] @ np.array([(x0 + x1) / 2, (y0 + y1) / 2]) + m[:, 2]
-        hw, hh = (x1 - x0) / 2 * s, (y1 - y0) / 2 * s
-        return np.array([c[0] - hw, c[1] - hh, c[0] + hw, c[1] + hh])
 
     def update(self, rgb: np.ndarray, ms: dict) -> Face | None:
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        box, how = None, "track"
-        t = time.perf_counter()
-        if self.box is not None and self.since_detect < self.detect_every - 1:
-            box = self._track(gray)
-            ms["track"] = (time.perf_counter() - t) * 1e3
-        if box is None:
+        face = None
+        if self.face is not None and self.since_detect < self.detect_every - 1:
             t = time.perf_counter()
-            box = self._detect(rgb)
-            how = self.detector
+            face = self.analyzer.track(rgb, self.face)
+            ms["track"] = (time.perf_counter() - t) * 1e3
+            if face is not None:
+                face.detector = "track"
+                self.since_detect += 1
+        if face is None:
+            t = time.perf_counter()
+            cands = self.analyzer.detect(rgb)
             ms["detect"] = (time.perf_counter() - t) * 1e3
+            t = time.perf_counter()
+            faces, _ = self.analyzer.faces_from_candidates(rgb, cands, 1)
+            ms["pose"] = (time.perf_counter() - t) * 1e3
+            face = faces[0] if faces else None
             self.since_detect = 0
-        else:
-            self.since_detect += 1
-        self.prev_gray = gray
-        if box is None:
-            self.box = self.prev_lm = None
-            return None
-        a = self.analyzer
-        t = time.perf_counter()
-        lm = a.landmarks(rgb, box)
-        ms["landmarks"] = (time.perf_counter() - t) * 1e3
-        t = time.perf_counter()
-        roi = roi_from_landmarks(lm, a.crop_scale, a.crop_shift_y)
-        crop = crop_square(rgb, roi, a.crop_size)
-        yaw = estimate_yaw(lm, rgb.shape[:2])
-        ms["crop"] = (time.perf_counter() - t) * 1e3
-        self.box, self.prev_lm = box, lm
-        return Face(crop, roi, box, lm, yaw, how)
+        self.face = face
+        return face
 
 
 def draw_frame(frame_bgr: np.ndarray, face: Face | None, frontal_rgb: np.ndarray | None, lines: list[str]) -> np.ndarray:
-    """Input (box, landmarks) | frontal prediction, text lines on top. BGR in, BGR out."""
+    """Input (crop square, eye/mouth midpoints) | frontal prediction, text lines on top. BGR in, BGR out."""
     img = frame_bgr.copy()
     h = img.shape[0]
     if face is not None:
-        x0, y0, x1, y1 = (int(round(v)) for v in face.box)
-        cv2.rectangle(img, (x0, y0), (x1, y1), (0, 255, 0), 2)
+        cv2.polylines(img, [np.round(face.corners).astype(np.int32).reshape(-1, 1, 2)], True, (0, 255, 0), 2)
         for x, y in face.landmarks.astype(int):
-            cv2.circle(img, (int(x), int(y)), 1, (0, 200, 255), -1)
+            cv2.circle(img, (int(x), int(y)), 2, (0, 200, 255), -1)
     if frontal_rgb is not None:
         right = cv2.cvtColor(frontal_rgb, cv2.COLOR_RGB2BGR)
     else:
@@ -328,7 +262,7 @@ def _has_gui() -> bool:
 
 
 def process_frame(frame_bgr: np.ndarray, tracker: FaceTracker, engine, fps: float, ms: dict):
-    """One frame of the loop: track/detect -> landmarks -> crop -> frontalize -> draw.
+    """One frame of the loop: track/detect -> pose -> crop -> frontalize -> draw.
     Returns (face or None, annotated BGR canvas); stage times go into ``ms``."""
     t = time.perf_counter()
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
@@ -368,8 +302,8 @@ def run(args) -> int:
 
     k = 0
     engine = engine_at(0)
-    analyzer = analyzer_for(engine, "hog", args.threads)
-    tracker = FaceTracker(analyzer, args.detect_every, args.detector)
+    analyzer = analyzer_for(engine, args.detector, args.threads)
+    tracker = FaceTracker(analyzer, args.detect_every)
     live = is_live(src)
     source = FrameSource(src, latest_only=live or not args.headless, pace=not live and not args.headless)
     out = Outputs(args.out, source.fps) if args.headless else None
@@ -410,9 +344,7 @@ def run(args) -> int:
             if key == ord("m") and len(models) > 1:
                 k = (k + 1) % len(models)
                 engine = engine_at(k)
-                m = engine.meta  # re-frame the crop for the new model
-                analyzer.crop_size = int(m.get("input_size", 128))
-                analyzer.crop_scale, analyzer.crop_shift_y = float(m.get("crop_scale", 1.0)), float(m.get("crop_shift_y", 0.0))
+                analyzer.crop_size = int(engine.meta.get("input_size", 128))
         else:
             message = f"stopped after --max-frames {n}"
     except KeyboardInterrupt:
@@ -438,10 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", help=f"model file, repeat to cycle with 'm' (default {DEFAULT_MODEL})")
     p.add_argument("--engine", default="auto", choices=("auto",) + ENGINES)
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
-    p.add_argument("--detector", default="hog+blazeface", choices=("hog+blazeface", "hog", "blazeface", "cascade"),
-                   help="face detector (default hog+blazeface: dlib HOG, ~10 ms at 640 px, whose boxes give the "
-                        "best landmarks; BlazeFace, ~3 ms, when HOG finds nothing, e.g. a profile. cascade adds "
-                        "dlib's CNN: 0.1-0.3 s on a frame without a face)")
+    p.add_argument("--detector", default="auto", choices=FaceAnalyzer.DETECTORS,
+                   help="face detector(s) for the candidate boxes (default auto: see runtime.detect)")
     p.add_argument("--detect-every", type=int, default=5, help="run the detector every N frames, track between (default 5)")
     p.add_argument("--headless", action="store_true", help="no window: write an annotated video and per-frame JSON")
     p.add_argument("--out", help="output folder (required with --headless; snapshots go here too)")

@@ -1,122 +1,124 @@
-"""Face detection, 68 landmarks, 3DDFA square ROI, crop and yaw: ``FaceAnalyzer``.
+"""Face detection, pose and the canonical crop: ``FaceAnalyzer``.
 
-Detector strategy ``cascade`` (the default), chosen by measurement on multipie30
-(README, "Side faces"):
+1. Candidate boxes (``detect``): every detector's boxes, merged with OpenCV's NMS (a detector that
+   finds something does not hide what the others find).
+2. The pose network (``runtime.pose``) reads each candidate in two passes: face score, yaw and the
+   two framing keypoints (eye midpoint E, mouth midpoint M). Candidates it does not take for a
+   face (score < ``min_score``) are dropped, which removes most detector false alarms; candidates
+   that converge on the same face are merged (NMS on the canonical squares).
+3. The canonical crop: E at (64, 41.4) of a 128 px square, M 47.5 px below it, turned upright.
+   Training crops are made by this same code (``training.prepare``), so a generator sees faces
+   framed as it was trained, at every yaw.
 
-1. dlib HOG frontal detector (fast, ~10 ms at 640 px; finds faces up to ~45 deg of yaw);
-2. where it finds nothing: BlazeFace short-range (MediaPipe's tflite via LiteRT, ~2 ms),
-   which also fires on profiles;
-3. where that finds nothing too: dlib's CNN (MMOD) detector from face-recognition-models
-   on the image downscaled to ``cnn_side`` px (slow, ~0.1-0.3 s, but rarely reached).
-
-Landmarks come from dlib's 68-point shape predictor on the detector's box (boxes from
-BlazeFace are mapped to HOG-like boxes first). Yaw is estimated with solvePnP of six
-landmarks against a generic 3D face; positive yaw = the face turned towards the image's
-left side, the sign of multipie30's camera table.
+Yaw: degrees, positive = nose towards the image's right (multipie30's camera table, camera 240 is
++90), estimated by the pose network, right at profiles (dlib's 68-point model read +90 as -3).
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from .crop import crop_square, roi_from_landmarks
-from .errors import ModelError
+from .assets import asset
+from .pose import PoseNet, REFINE_SCALE, crop, square_bbox, square_corners
 
-# Generic 3D face (mm) for solvePnP: nose tip, chin, eye outer corners, mouth corners.
-_PNP_IDX = [30, 8, 36, 45, 48, 54]
-_PNP_3D = np.array([[0.0, 0.0, 0.0], [0.0, -63.6, -12.5], [-43.3, 32.7, -26.0],
-                    [43.3, 32.7, -26.0], [-28.9, -28.9, -24.1], [28.9, -28.9, -24.1]])
+MIN_SCORE = 0.5  # pose-network face score below which a candidate is not a face
+MERGE_IOU = 0.4  # canonical squares overlapping more than this are one face
 
 
 @dataclass
 class Face:
-    crop: np.ndarray  # size x size x 3 RGB uint8
-    box: np.ndarray  # square ROI [x0,y0,x1,y1] in image pixels (may extend past the image)
+    crop: np.ndarray  # size x size x 3 RGB uint8, canonical framing
+    box: np.ndarray  # axis-aligned bounds [x0,y0,x1,y1] of the crop square in image pixels (may extend past the image)
     det_box: np.ndarray  # detector box [x0,y0,x1,y1]
-    landmarks: np.ndarray  # (68,2) image pixels
+    landmarks: np.ndarray  # (2,2): eye midpoint E and mouth midpoint M, image pixels
     yaw: float  # degrees, estimated
     detector: str
-    score: float = 0.0
+    score: float = 0.0  # pose-network face score, 0..1
+    square: tuple = (0.0, 0.0, 0.0, 0.0)  # crop square (cx, cy, side, angle in radians)
     extra: dict = field(default_factory=dict)
 
     @property
     def size(self) -> float:
-        return float(self.det_box[2] - self.det_box[0])
+        """Side of the canonical crop square in image pixels."""
+        return float(self.square[2])
+
+    @property
+    def corners(self) -> np.ndarray:
+        return square_corners(self.square)
 
 
-def _dlib_models() -> tuple[str, str]:
-    """Paths of the 68-landmark and CNN detector models shipped in face-recognition-models."""
+def _dlib_cnn_path() -> str:
     import importlib.util
 
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None:
-        raise ModelError("face-recognition-models is not installed (pip install face-recognition-models)")
-    models = os.path.join(list(spec.submodule_search_locations)[0], "models")
-    return (os.path.join(models, "shape_predictor_68_face_landmarks.dat"),
-            os.path.join(models, "mmod_human_face_detector.dat"))
+        raise FileNotFoundError("face-recognition-models is not installed")
+    return os.path.join(list(spec.submodule_search_locations)[0], "models", "mmod_human_face_detector.dat")
 
 
-def dlib_model_dir() -> str:
-    return os.path.dirname(_dlib_models()[0])
-
-
-def estimate_yaw(landmarks: np.ndarray, image_size: tuple[int, int]) -> float:
-    h, w = image_size
-    f = float(max(h, w))
-    cam = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
-    ok, rvec, _ = cv2.solvePnP(_PNP_3D, landmarks[_PNP_IDX].astype(np.float64), cam, None,
-                               flags=cv2.SOLVEPNP_ITERATIVE)
-    if not ok:
-        return float("nan")
-    r, _ = cv2.Rodrigues(rvec)
-    # yaw = rotation about the vertical axis, from the rotation matrix's third row.
-    return float(-math.degrees(math.asin(max(-1.0, min(1.0, -r[2, 0])))))
+def nms_merge(found: list[tuple[np.ndarray, float, str]], iou: float = 0.3) -> list[tuple[np.ndarray, float, str]]:
+    """Boxes of several detectors -> one box per object (cv2.dnn.NMSBoxes); each kept box lists,
+    '+'-joined, the detectors whose boxes it absorbed."""
+    if not found:
+        return []
+    rects = [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b, _, _ in found]
+    scores = [float(s) for _, s, _ in found]
+    keep = cv2.dnn.NMSBoxes(rects, scores, 0.0, iou)
+    keep = [int(k) for k in np.asarray(keep).reshape(-1)]
+    boxes = np.array([b for b, _, _ in found], float)
+    out = []
+    for k in keep:
+        b = boxes[k]
+        ix = np.clip(np.minimum(b[2], boxes[:, 2]) - np.maximum(b[0], boxes[:, 0]), 0, None)
+        iy = np.clip(np.minimum(b[3], boxes[:, 3]) - np.maximum(b[1], boxes[:, 1]), 0, None)
+        inter = ix * iy
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        ov = inter / (area[k] + area - inter + 1e-9)
+        names = sorted({found[j][2] for j in np.where(ov > iou)[0]} | {found[k][2]})
+        out.append((b, scores[k], "+".join(names)))
+    return out
 
 
 class FaceAnalyzer:
-    DETECTORS = ("cascade", "hog", "blazeface", "cnn")
+    DETECTORS = ("auto", "hog", "blazeface", "cnn")
 
-    def __init__(self, detector: str = "cascade", crop_size: int = 128, crop_scale: float = 1.0, crop_shift_y: float = 0.0,
-                 det_side: int = 640, min_det_side: int = 256, cnn_side: int = 256, min_face: int = 24,
-                 threads: int = 2):
-        import dlib
-
+    def __init__(self, detector: str = "auto", crop_size: int = 128, det_side: int = 640, min_det_side: int = 256,
+                 cnn_side: int = 256, min_face: int = 24, threads: int = 2, pose_model: str | None = None,
+                 min_score: float = MIN_SCORE, **_legacy):
+        if detector == "cascade":
+            detector = "auto"
         if detector not in self.DETECTORS:
             raise ValueError(f"detector must be one of {self.DETECTORS}")
-        self.detector, self.crop_size, self.crop_scale, self.crop_shift_y = detector, crop_size, crop_scale, crop_shift_y
-        self.det_side, self.min_det_side, self.cnn_side, self.min_face = det_side, min_det_side, cnn_side, min_face
-        shape_path, cnn_path = _dlib_models()
-        self.shape = dlib.shape_predictor(shape_path)
-        self.hog = dlib.get_frontal_face_detector()
-        self._cnn_path, self._cnn, self._blaze, self._threads = cnn_path, None, None, threads
-        self._dlib = dlib
+        self.detector, self.crop_size, self.min_face, self.min_score = detector, crop_size, min_face, min_score
+        self.det_side, self.min_det_side, self.cnn_side = det_side, min_det_side, cnn_side
+        self.pose = PoseNet(pose_model or asset("posenet.onnx"), threads)
+        self._hog = self._cnn = self._blaze = None
+        self._threads = threads
 
     # -- detectors, each on an RGB image, returning [(box, score)] in that image's pixels --
-    def _hog(self, img):
-        dets, scores, _ = self.hog.run(img, 0, 0.0)
+    def _run_hog(self, img):
+        if self._hog is None:
+            import dlib
+
+            self._hog = dlib.get_frontal_face_detector()
+        dets, scores, _ = self._hog.run(img, 0, 0.0)
         return [(np.array([d.left(), d.top(), d.right(), d.bottom()], float), float(s)) for d, s in zip(dets, scores)]
 
-    def _blazeface(self, img):
+    def _run_blazeface(self, img):
         if self._blaze is None:
             from .blazeface import BlazeFace
 
             self._blaze = BlazeFace(threads=self._threads)
-        out = []
-        for b, s in self._blaze(img):
-            # BlazeFace boxes sit higher and tighter than dlib's: shift down and grow ~10%
-            # so the 68-point predictor starts where it was trained to.
-            cx, cy, side = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, (b[2] - b[0]) * 1.1
-            cy += 0.1 * side
-            out.append((np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]), s))
-        return out
+        return list(self._blaze(img))
 
-    def _cnn_detect(self, img):
+    def _run_cnn(self, img):
         if self._cnn is None:
-            self._cnn = self._dlib.cnn_face_detection_model_v1(self._cnn_path)
+            import dlib
+
+            self._cnn = dlib.cnn_face_detection_model_v1(_dlib_cnn_path())
         f = min(1.0, self.cnn_side / max(img.shape[:2]))
         small = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else img
         dets = self._cnn(small, 0)
@@ -124,40 +126,66 @@ class FaceAnalyzer:
                  float(d.confidence)) for d in dets]
 
     def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float, str]]:
-        """Boxes in ``rgb``'s pixels, largest first."""
+        """Candidate boxes in ``rgb``'s pixels (all detectors merged), largest first."""
         h, w = rgb.shape[:2]
         long_side = max(h, w)
         f = min(self.det_side, max(self.min_det_side, long_side)) / long_side
-        img = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR) \
-            if abs(f - 1) > 1e-6 else rgb
-        order = {"cascade": ("hog", "blazeface", "cnn")}.get(self.detector, (self.detector,))
-        found, name = [], ""
-        for name in order:
-            found = {"hog": self._hog, "blazeface": self._blazeface, "cnn": self._cnn_detect}[name](img)
-            if found:
-                break
-        out = [(b / f, s, name) for b, s in found]
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        img = rgb if abs(f - 1) < 1e-6 else cv2.resize(
+            rgb, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        names = ("hog", "blazeface") if self.detector == "auto" else (self.detector,)
+        found = []
+        for name in names:
+            found += [(b / f, s, name) for b, s in getattr(self, f"_run_{name}")(img)]
+        out = nms_merge(found)
         return sorted(out, key=lambda t: -(t[0][2] - t[0][0]))
 
-    def landmarks(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
-        rect = self._dlib.rectangle(*(int(round(v)) for v in box))
-        shape = self.shape(rgb, rect)
-        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
-
     def analyze(self, rgb: np.ndarray, max_faces: int | None = None) -> tuple[list[Face], list[str]]:
-        """All faces (largest first) and notes about faces that were skipped (e.g. too small)."""
-        faces, notes = [], []
-        for box, score, name in self.detect(rgb):
-            if box[2] - box[0] < self.min_face:
-                notes.append(f"face of {box[2] - box[0]:.0f} px skipped (smaller than {self.min_face} px)")
+        """All faces (largest first) and notes about candidates that were dropped."""
+        cands = self.detect(rgb)
+        return self.faces_from_candidates(rgb, cands, max_faces)
+
+    def faces_from_candidates(self, rgb, cands, max_faces=None) -> tuple[list[Face], list[str]]:
+        notes = []
+        poses = self.pose.refine(rgb, [c[0] for c in cands])
+        faces = []
+        for (box, score, name), p in zip(cands, poses):
+            if p.score < self.min_score:
                 continue
-            faces.append(self.face_from_box(rgb, box, score, name))
-            if max_faces and len(faces) >= max_faces:
-                break
-        return faces, notes
+            faces.append(self._face(rgb, p, box, name))
+        faces = self._merge(faces)
+        kept = []
+        for f in sorted(faces, key=lambda f: -f.size):
+            if f.size * 0.73 < self.min_face:  # a face spans ~0.73 of the canonical side, brow to chin
+                notes.append(f"face of {f.size * 0.73:.0f} px skipped (smaller than {self.min_face} px)")
+                continue
+            kept.append(f)
+        if not kept and cands and not notes:
+            notes.append(f"{len(cands)} candidate box(es), none looked like a face")
+        return kept[:max_faces] if max_faces else kept, notes
+
+    def _face(self, rgb, p, det_box, name) -> Face:
+        return Face(crop(rgb, p.square, self.crop_size), square_bbox(p.square), np.asarray(det_box, float),
+                    np.stack([p.E, p.M]), p.yaw, name, p.score, p.square)
+
+    @staticmethod
+    def _merge(faces: list[Face]) -> list[Face]:
+        if len(faces) < 2:
+            return faces
+        rects = [[float(f.box[0]), float(f.box[1]), float(f.box[2] - f.box[0]), float(f.box[3] - f.box[1])] for f in faces]
+        keep = cv2.dnn.NMSBoxes(rects, [f.score for f in faces], 0.0, MERGE_IOU)
+        return [faces[int(k)] for k in np.asarray(keep).reshape(-1)]
+
+    def track(self, rgb: np.ndarray, face: Face) -> Face | None:
+        """The same face in a new frame, read from where it was (one pose pass, no detector);
+        None when the pose network no longer sees a face there."""
+        cx, cy, side, angle = face.square
+        p = self.pose.predict(rgb, [(cx, cy, side * REFINE_SCALE, angle)])[0]
+        if p.score < self.min_score:
+            return None
+        return self._face(rgb, p, face.det_box, face.detector)
 
     def face_from_box(self, rgb, box, score=1.0, name="given") -> Face:
-        lm = self.landmarks(rgb, box)
-        roi = roi_from_landmarks(lm, self.crop_scale, self.crop_shift_y)
-        return Face(crop_square(rgb, roi, self.crop_size), roi, np.asarray(box, float), lm,
-                    estimate_yaw(lm, rgb.shape[:2]), name, score)
+        """The face in a given box, whatever the face score (for callers that know a face is there)."""
+        p = self.pose.refine(rgb, [box])[0]
+        return self._face(rgb, p, box, name)

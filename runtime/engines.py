@@ -52,8 +52,13 @@ class Engine:
         self.providers: list[str] = []
 
     @property
+    def yaw_in_degrees(self) -> bool:
+        """The geometric generator takes each face's yaw (degrees) as a (N, 1) input."""
+        return self.meta.get("yaw_input") == "degrees"
+
+    @property
     def needs_yaw(self) -> bool:
-        return bool(self.yaw_labels)
+        return bool(self.yaw_labels) or self.yaw_in_degrees
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {os.path.basename(self.path)} {self.meta.get('model')} {self.providers}>"
@@ -85,9 +90,12 @@ class Engine:
         return np.ascontiguousarray(y)
 
     def yaw_onehot(self, yaw, n: int) -> np.ndarray:
+        """The yaw input the model takes: (N, 1) degrees, or a one-hot over its yaw labels."""
         if yaw is None:
             raise ValueError(f"{self.meta.get('model')} model needs the face's yaw (degrees)")
         yaws = np.broadcast_to(np.asarray(yaw, np.float64).reshape(-1), (n,))
+        if self.yaw_in_degrees:
+            return np.nan_to_num(yaws, nan=0.0).astype(np.float32).reshape(n, 1)
         labels = np.asarray(self.yaw_labels, np.float64)
         idx = np.abs(np.nan_to_num(yaws, nan=0.0)[:, None] - labels[None]).argmin(1)
         return np.eye(len(labels), dtype=np.float32)[idx]

@@ -17,18 +17,19 @@ YAWS = list(range(-90, 91, 15))
 
 def default_meta(model: str, **kw) -> dict:
     meta = {
-        "model": model,  # edge | pix2pix | autoencoder | dcgan | cvae
+        "model": model,  # geo | edge | pix2pix | autoencoder | dcgan | cvae
         "input_size": 128,
         "layout": "NHWC",
         "channel_order": "RGB",
         "input_range": [-1.0, 1.0],
         "output_range": [-1.0, 1.0],
-        # Framing of the training crops (see runtime/crop.py): the runtime crops the same way.
-        "crop_rule": "3ddfa",
-        "crop_scale": 0.95,
-        "crop_shift_y": -0.075,
+        # Framing of the training crops (runtime.pose: eye midpoint at (64, 41.4)/128, mouth midpoint
+        # 47.5/128 below it); training.prepare crops with the runtime's own code.
+        "crop_rule": "canonical-eye-mouth",
         # cvae only: second input, one-hot over these yaw labels; the frontal label is 0.
         "yaw_labels": YAWS if model == "cvae" else None,
+        # geo only: second input, each face's yaw in degrees, shape (N, 1)
+        "yaw_input": "degrees" if model == "geo" else None,
         "format": "keras",
         "batch": "dynamic",
     }

@@ -10,22 +10,27 @@ import numpy as np
 
 from .detect import Face, FaceAnalyzer
 from .engines import Engine, load_engine
+from .errors import ModelError
 
 DEFAULT_MODEL = "models/edge_generator.onnx"
 
 
-def analyzer_for(engine: Engine, detector: str = "cascade", threads: int = 2, **kw) -> FaceAnalyzer:
+CROP_RULE = "canonical-eye-mouth"  # runtime.pose: the framing every model is trained on
+
+
+def analyzer_for(engine: Engine, detector: str = "auto", threads: int = 2, **kw) -> FaceAnalyzer:
     m = engine.meta
-    return FaceAnalyzer(detector=detector, crop_size=int(m.get("input_size", 128)),
-                        crop_scale=float(m.get("crop_scale", 1.0)), crop_shift_y=float(m.get("crop_shift_y", 0.0)),
-                        threads=threads, **kw)
+    if m.get("crop_rule", CROP_RULE) != CROP_RULE:
+        raise ModelError(f"{engine.path}: trained on '{m.get('crop_rule')}' crops; this runtime frames faces "
+                         f"'{CROP_RULE}' (runtime.pose): re-train the model on crops from training.prepare")
+    return FaceAnalyzer(detector=detector, crop_size=int(m.get("input_size", 128)), threads=threads, **kw)
 
 
 class Frontalizer:
     """A model plus a face analyzer framed for it."""
 
     def __init__(self, model: str | Engine = DEFAULT_MODEL, engine: str = "auto", threads: int = 2,
-                 detector: str = "cascade"):
+                 detector: str = "auto"):
         self.engine = model if isinstance(model, Engine) else load_engine(model, engine, threads)
         self.analyzer = analyzer_for(self.engine, detector, threads)
 
@@ -41,12 +46,14 @@ class Frontalizer:
 
 
 def draw_face(img: np.ndarray, face: Face, color=(0, 255, 0), landmarks: bool = True) -> None:
-    """Draw the crop box (and landmarks) of ``face`` on an RGB image in place."""
-    x0, y0, x1, y1 = (int(round(v)) for v in face.box)
-    cv2.rectangle(img, (x0, y0), (x1, y1), color, 2, cv2.LINE_AA)
+    """Draw the crop square (and the eye/mouth midpoints) of ``face`` on an RGB image in place."""
+    pts = np.round(face.corners).astype(np.int32)
+    cv2.polylines(img, [pts.reshape(-1, 1, 2)], True, color, 2, cv2.LINE_AA)
+    x0, y0 = int(pts[:, 0].min()), int(pts[:, 1].min())
     if landmarks:
+        r = max(2, int(face.size / 60))
         for x, y in face.landmarks.astype(int):
-            cv2.circle(img, (int(x), int(y)), 1, (255, 200, 0), -1)
+            cv2.circle(img, (int(x), int(y)), r, (255, 200, 0), -1, cv2.LINE_AA)
     label = f"yaw {face.yaw:+.0f}" if np.isfinite(face.yaw) else "yaw ?"
     cv2.putText(img, label, (x0, max(12, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
 

@@ -61,3 +61,68 @@ def make_dataset(manifest: dict | str, split: str, batch: int, train: bool, seed
     if repeat if repeat is not None else train:
         ds = ds.repeat()
     return ds.batch(batch, drop_remainder=train).prefetch(AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- pooled (geo generator)
+# Share of each row kind in a training batch (training.pooled): real pairs and pseudo-pairs carry
+# the geometry, frontal pass-throughs teach "a frontal face comes back as itself", CFP's wild
+# photos keep identity and realism off the grey studio.
+KIND_SHARE = {"mp30": 0.3, "mp137": 0.25, "mp30_front": 0.1, "cfp_frontal": 0.1, "cfp_profile": 0.25}
+
+
+def _pooled_example(root):
+    def load(e):
+        return {"x": _load(tf.strings.join([root, "/", e["x"]])), "y": _load(tf.strings.join([root, "/", e["y"]])),
+                "yaw": e["yaw"], "w": e["w"], "idt": e["idt"]}
+    return load
+
+
+def _flip_pooled(ex, seed):
+    s = tf.random.stateless_uniform([3], seed)
+    flip = s[0] < 0.5
+    gain, bias = 1.0 + (s[1] - 0.5) * 0.2, (s[2] - 0.5) * 0.1
+    f = lambda im: tf.clip_by_value(tf.where(flip, tf.reverse(im, [1]), im) * gain + bias, -1.0, 1.0)
+    return {**ex, "x": f(ex["x"]), "y": f(ex["y"]), "yaw": tf.where(flip, -ex["yaw"], ex["yaw"])}
+
+
+def pooled_rows_dataset(rows: list[dict]) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices({
+        "x": [r["x"] for r in rows], "y": [r["y"] for r in rows],
+        "yaw": tf.constant([[float(r["yaw_est"])] for r in rows], tf.float32),
+        "w": tf.constant([float(r["w"]) for r in rows], tf.float32),
+        "idt": tf.constant([int(r["idt"]) for r in rows], tf.int32)})
+
+
+def make_pooled_dataset(manifest: dict, split: str, batch: int, train: bool, seed: int = 0,
+                        limit: int | None = None, repeat: bool | None = None) -> tf.data.Dataset:
+    """Batches of {x, y, yaw (degrees, estimated), w (pixel-loss weight), idt (CFP identity or -1)},
+    and for training {real}: frontal photographs for the discriminator. Training mixes the row
+    kinds by KIND_SHARE; evaluation reads the rows in order."""
+    root = manifest["root"]
+    rows = manifest["pairs"][split][:limit] if limit else manifest["pairs"][split]
+    if not rows:
+        raise ValueError(f"pooled manifest has no '{split}' rows")
+    load = _pooled_example(root)
+    if not train:
+        ds = pooled_rows_dataset(rows).map(load, num_parallel_calls=AUTOTUNE)
+        if repeat:
+            ds = ds.repeat()
+        return ds.batch(batch).prefetch(AUTOTUNE)
+    by_kind = {}
+    for r in rows:
+        by_kind.setdefault(r["kind"], []).append(r)
+    kinds = [k for k in KIND_SHARE if k in by_kind]
+    parts = [pooled_rows_dataset(by_kind[k]).shuffle(len(by_kind[k]), seed=seed, reshuffle_each_iteration=True).repeat()
+             for k in kinds]
+    weights = [KIND_SHARE[k] for k in kinds]
+    ds = tf.data.Dataset.sample_from_datasets(parts, [w / sum(weights) for w in weights], seed=seed)
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE)
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    ds = ds.map(_flip_pooled, num_parallel_calls=AUTOTUNE)
+    reals = manifest["reals"][split]
+    real = (tf.data.Dataset.from_tensor_slices([f"{root}/{p}" for p in reals])
+            .shuffle(len(reals), seed=seed + 1, reshuffle_each_iteration=True).repeat()
+            .map(_load, num_parallel_calls=AUTOTUNE)
+            .map(lambda im: tf.image.random_flip_left_right(im), num_parallel_calls=AUTOTUNE))
+    ds = tf.data.Dataset.zip((ds, real)).map(lambda e, r: {**e, "real": r})
+    return ds.batch(batch, drop_remainder=True).prefetch(AUTOTUNE)

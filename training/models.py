@@ -308,6 +308,125 @@ def edge_generator(width: float = 1.0, name: str = "edge_generator") -> keras.Mo
     return keras.Model(inp, out, name=name)
 
 
+# ----------------------------------------------------------------------------- geometric generator
+@keras.saving.register_keras_serializable("frontalize")
+class GeoFlow(layers.Layer):
+    """Flows and blend logits of the geometric frontalization (Hassner et al. 2015, soft symmetry),
+    from the face's |yaw| and a generic depth map, in WarpBlend's conventions.
+
+    The canonical crop is centred on the eye midpoint (runtime.pose), which is the pivot: a point of
+    the frontal face at (u, v) with depth z (towards the camera, 0 at the eyes) shows in a view
+    turned by yaw t (nose to the right) at x = c + (u - c) cos t + z sin t, same v (c = 63.5, the
+    centre in pixel indices). Branch A samples the input there; branch B the point's mirror twin,
+    (2c - u, v), which a profile shows when the point itself is hidden. A point is seen when its
+    surface normal still faces the camera: n = cos t + dz/du sin t > 0; the blend favours A where
+    n > ``tau`` and B elsewhere. The generated branch starts off (logit -6).
+    """
+
+    def __init__(self, depth=None, tau=0.3, sharpness=12.0, **kw):
+        super().__init__(**kw)
+        self.tau, self.sharpness = float(tau), float(sharpness)
+        self._depth_init = None if depth is None else np.asarray(depth, "float32")
+
+    def build(self, shape):
+        init = self._depth_init if self._depth_init is not None else np.zeros((SIZE, SIZE), "float32")
+        self.depth = self.add_weight(name="depth", shape=(SIZE, SIZE), trainable=False,
+                                     initializer=keras.initializers.Constant(init))
+
+    def get_config(self):
+        return {**super().get_config(), "tau": self.tau, "sharpness": self.sharpness}
+
+    def call(self, yaw_deg):
+        t = tf.reshape(tf.abs(tf.cast(yaw_deg, "float32")), [-1, 1, 1]) * (np.pi / 180.0)
+        c, s = tf.cos(t), tf.sin(t)
+        z = self.depth[None]
+        gx = tf.constant(np.arange(SIZE, dtype="float32")[None, None, :])
+        ctr = (SIZE - 1) / 2.0
+        xa = ctr + (gx - ctr) * c + z * s
+        xb = ctr + (ctr - gx) * c + z * s
+        dz = tf.concat([z[:, :, 1:2] - z[:, :, :1], (z[:, :, 2:] - z[:, :, :-2]) / 2, z[:, :, -1:] - z[:, :, -2:-1]], 2)
+        seen = c + dz * s
+        zero = tf.zeros_like(xa)
+        # WarpBlend: A samples x + ax, B samples W-1-x - bx
+        flow = tf.stack([xa - gx, zero, (SIZE - 1) - gx - xb, zero], -1)
+        logits = tf.stack([self.sharpness * (seen - self.tau), zero, zero - 6.0], -1)
+        return flow, logits
+
+    def compute_output_shape(self, shape):
+        return (shape[0], SIZE, SIZE, 4), (shape[0], SIZE, SIZE, 3)
+
+
+@keras.saving.register_keras_serializable("frontalize")
+class MirrorIf(layers.Layer):
+    """Mirror the images of a batch whose yaw is negative: the network only sees nose-right faces."""
+
+    def call(self, inputs):
+        img, yaw = inputs
+        neg = tf.reshape(tf.cast(yaw, img.dtype) < 0, [-1, 1, 1, 1])
+        return tf.where(neg, tf.reverse(img, [2]), img)
+
+    def compute_output_shape(self, shapes):
+        return shapes[0]
+
+
+def geo_generator(width: float = 1.0, depth=None, name: str = "geo_generator") -> keras.Model:
+    """(canonical face crop, its yaw in degrees) -> frontal face.
+
+    1. Faces turned left are mirrored, so what follows sees |yaw| (mirrored back at the end).
+    2. GeoFlow + WarpBlend: the geometric frontal (visible side resampled from a generic 3D face,
+       hidden side from its mirror twin): the person's own pixels, moved where a frontal view has them.
+    3. A U-Net of depthwise-separable blocks sees input, geometric frontal and |yaw|, and corrects
+       the geometry: residual flows (16x16, upsampled, bounded to +-16 px), residual blend logits
+       and a generated image for what neither branch shows. Its heads start at zero, so an
+       untrained network outputs the geometric frontal.
+    """
+    if depth is None:
+        from .face_prior import depth_map
+
+        depth = depth_map()
+    c = [int(round(v * width)) for v in (24, 48, 96, 144, 192)]
+    img = keras.Input((SIZE, SIZE, 3), name="image")
+    yaw = keras.Input((1,), name="yaw")
+    x = MirrorIf(name="mirror_in")([img, yaw])
+    geo_flow, geo_logits = GeoFlow(depth, name="geo_flow")(yaw)
+    # generated branch at logit -6: x leaks in with weight < 0.3 %
+    geo = WarpBlend(dtype="float32", name="geo_frontal")([x, geo_flow, geo_logits, x])
+    yaw_map = layers.Reshape((1, 1, 1))(layers.Rescaling(1 / 90.0)(layers.Lambda(tf.abs, name="abs_yaw")(yaw)))
+    yaw_map = layers.UpSampling2D(SIZE, name="yaw_map")(yaw_map)
+    h = layers.Concatenate()([x, geo, yaw_map])
+    h = layers.Conv2D(c[0], 3, strides=2, padding="same", use_bias=False, name="stem")(h)  # 64
+    h = layers.ReLU(6.0)(_bn(name="stem_bn")(h))
+    h = s64 = _ds_block(h, c[0], name="e64")
+    h = _ds_block(h, c[1], 2, "d32")
+    h = s32 = _ds_block(h, c[1], name="e32")
+    h = _ds_block(h, c[2], 2, "d16")
+    h = s16 = _ds_block(h, c[2], name="e16")
+    h = _ds_block(h, c[3], 2, "d8")
+    h = s8 = _ds_block(h, c[3], name="e8")
+    h = _ds_block(h, c[4], 2, "d4")  # 4x4: a global view for the pose change
+    g = layers.Dense(256, activation="relu", name="bottleneck_in")(layers.Flatten()(h))
+    g = layers.Dense(4 * 4 * c[4], activation="relu", name="bottleneck_out")(g)
+    h = layers.Concatenate()([h, layers.Reshape((4, 4, c[4]))(g)])
+    dflow = None
+    for skip, ch, tag in [(s8, c[3], "u8"), (s16, c[2], "u16"), (s32, c[1], "u32"), (s64, c[0], "u64")]:
+        h = layers.UpSampling2D(2, interpolation="bilinear")(h)
+        h = layers.Concatenate()([h, skip])
+        h = _ds_block(h, ch, name=f"{tag}a")
+        h = _ds_block(h, ch, name=f"{tag}b")
+        if tag == "u16":
+            dflow = layers.Conv2D(4, 3, padding="same", kernel_initializer="zeros", activation="tanh", name="dflow")(h)
+            dflow = layers.Rescaling(16.0)(layers.UpSampling2D(8, interpolation="bilinear")(dflow))
+    h = layers.UpSampling2D(2, interpolation="bilinear")(h)  # 128
+    h = _ds_block(h, 24, name="u128")
+    generated = layers.Conv2D(3, 3, padding="same", activation="tanh", name="generated")(h)
+    dlogits = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="dlogits")(h)
+    flow = layers.Add(name="flow")([geo_flow, dflow])
+    logits = layers.Add(name="logits")([geo_logits, dlogits])
+    out = WarpBlend(dtype="float32", name="frontal_blend")([x, flow, logits, generated])
+    out = MirrorIf(name="frontal")([out, yaw])
+    return keras.Model([img, yaw], out, name=name)
+
+
 # ----------------------------------------------------------------------------- CVAE networks
 def cvae_networks(latent: int = 128, base: int = 32) -> tuple[keras.Model, keras.Model]:
     img = keras.Input((SIZE, SIZE, 3), name="image")
@@ -545,7 +664,93 @@ class CVAE(Frontalizer):
         return {"loss": loss, "l1": rec_front, "rec_side": rec_side, "kl": kl}
 
 
-MODELS = {"autoencoder": Autoencoder, "pix2pix": Pix2Pix, "dcgan": DCGAN, "cvae": CVAE, "edge": EdgeGAN}
+def patch_discriminator(base: int = 32, name: str = "patch_discriminator") -> keras.Model:
+    """Unconditional PatchGAN (70 px receptive field) on one image: is each patch from a frontal photo?
+    Unconditional, so wild photos without a target (CFP profiles) can be judged too."""
+    inp = keras.Input((SIZE, SIZE, 3), name="image")
+    x = inp
+    for i, ch in enumerate([base, base * 2, base * 4]):
+        x = layers.Conv2D(ch, 4, strides=2, padding="same", use_bias=i == 0)(x)
+        if i:
+            x = _bn()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.Conv2D(base * 8, 4, padding="same", use_bias=False)(x)
+    x = layers.LeakyReLU(0.2)(_bn()(x))
+    return keras.Model(inp, layers.Conv2D(1, 4, padding="same", dtype="float32")(x), name=name)
+
+
+class GeoGAN(Frontalizer):
+    """The geometric generator (``geo_generator``), trained on the pooled crops (training.pooled).
+
+    loss_G = l1_weight * pixel L1 (weighted per row: real pairs 1, TP-GAN pseudo-pairs 0.5, wild
+    profiles 0) + id_weight * (1 - cosine) between the identity network's embeddings of output and
+    target (the target's own embedding for pairs, the mean of the person's frontal photos for CFP)
+    + adv_weight * non-saturating GAN loss against frontal photographs (multipie30 and CFP).
+
+    The identity network is ``id_net`` (a callable: [-1, 1] canonical crops -> L2-normalised
+    embeddings); it is the one recognizer the evaluation's identity figures must NOT come from.
+    ``id_table``: (n, D) mean embeddings of CFP identities, indexed by the row's ``idt``.
+    """
+
+    kind = "geo"
+
+    def __init__(self, width=1.0, l1_weight=20.0, id_weight=3.0, adv_weight=0.5, lr=2e-4, id_net=None,
+                 id_table=None, **kw):
+        super().__init__(**kw)
+        self.generator = geo_generator(width)
+        self.discriminator = patch_discriminator()
+        self.l1_weight, self.id_weight, self.adv_weight = l1_weight, id_weight, adv_weight
+        self.id_net = id_net if id_weight > 0 else None
+        self.id_table = None if id_table is None else tf.constant(id_table, "float32")
+        self.g_opt = keras.optimizers.Adam(lr, beta_1=0.5)
+        self.d_opt = keras.optimizers.Adam(lr, beta_1=0.5)
+
+    def optimizers(self):
+        return {"g_opt": self.g_opt, "d_opt": self.d_opt}
+
+    def _opt_vars(self, name):
+        return (self.generator if name == "g_opt" else self.discriminator).trainable_variables
+
+    def generate(self, x, yaw=None, training=False):
+        return self.generator([x, yaw], training=training)
+
+    def test_step(self, data):
+        fake = self.generate(data["x"], data["yaw"])
+        w = tf.reshape(data["w"], [-1, 1, 1, 1])
+        return {"l1": tf.reduce_sum(w * tf.abs(fake - data["y"])) / (tf.reduce_sum(w) * SIZE * SIZE * 3 + 1e-6)}
+
+    def _id_targets(self, y, idt):
+        own = self.id_net(y)
+        if self.id_table is None:
+            return own
+        table = tf.gather(self.id_table, tf.maximum(idt, 0))
+        return tf.where(tf.reshape(idt >= 0, [-1, 1]), table, own)
+
+    def train_step(self, data):
+        x, y, yaw, w, idt, real = data["x"], data["y"], data["yaw"], data["w"], data["idt"], data["real"]
+        with tf.GradientTape() as gt, tf.GradientTape() as dt:
+            fake = self.generator([x, yaw], training=True)
+            w4 = tf.reshape(w, [-1, 1, 1, 1])
+            l1 = tf.reduce_sum(w4 * tf.abs(fake - y)) / (tf.reduce_sum(w) * SIZE * SIZE * 3 + 1e-6)
+            d_fake = self.discriminator(fake, training=True)
+            d_real = self.discriminator(real, training=True)
+            g_adv = _adv_loss(d_fake, True)
+            g_loss = self.l1_weight * l1 + self.adv_weight * g_adv
+            logs = {"l1": l1, "g_adv": g_adv}
+            if self.id_net is not None:
+                target = tf.stop_gradient(self._id_targets(y, idt))
+                ident = tf.reduce_mean(1.0 - tf.reduce_sum(self.id_net(fake) * target, -1))
+                g_loss += self.id_weight * ident
+                logs["id"] = ident
+            d_loss = 0.5 * (_adv_loss(d_real, True) + _adv_loss(d_fake, False))
+            g_scaled, d_scaled = self._scale(g_loss), self._scale(d_loss)
+        g_vars, d_vars = self.generator.trainable_variables, self.discriminator.trainable_variables
+        self.g_opt.apply_gradients(zip(gt.gradient(g_scaled, g_vars), g_vars))
+        self.d_opt.apply_gradients(zip(dt.gradient(d_scaled, d_vars), d_vars))
+        return {"g_loss": g_loss, "d_loss": d_loss, **logs}
+
+
+MODELS = {"autoencoder": Autoencoder, "pix2pix": Pix2Pix, "dcgan": DCGAN, "cvae": CVAE, "edge": EdgeGAN, "geo": GeoGAN}
 
 
 # ----------------------------------------------------------------------------- size
@@ -556,7 +761,7 @@ def count_macs(model: keras.Model) -> int:
         if isinstance(layer, keras.Model):
             total += count_macs(layer)
             continue
-        if not layer.weights:
+        if not layer.weights or not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
             continue
         out = layer.output.shape
         k = layer.weights[0].shape

@@ -49,7 +49,6 @@ def _init_worker(settings: dict) -> None:
     from runtime.detect import FaceAnalyzer
 
     _ANALYZER = FaceAnalyzer(detector=settings["detector"], crop_size=settings["size"],
-                             crop_scale=settings["crop_scale"], crop_shift_y=settings["crop_shift_y"],
                              min_face=settings["min_face"], threads=1)
 
 
@@ -76,7 +75,7 @@ def crop_one(src: str, dst: str, rel: str) -> dict:
         face = faces[0]  # largest first
         atomic_write_image(dst, face.crop)
         row.update(ok=True, faces=len(faces), detector=face.detector, yaw_est=round(face.yaw, 1),
-                   face_px=round(face.size / img.scale))
+                   score=round(face.score, 3), face_px=round(face.size / img.scale))
     except FrontalizeError as e:
         row["reason"] = str(e).replace(src + ": ", "").splitlines()[0]
     except Exception as e:  # a bug or a library error on one file must not stop the batch
@@ -196,8 +195,7 @@ def plot_per_yaw(rep: dict) -> bytes:
 
 
 def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = None, workers: int = 1,
-            detector: str = "cascade", size: int = 128, crop_scale: float | None = None,
-            crop_shift_y: float | None = None, min_face: int = 24, manifest: bool = True,
+            detector: str = "auto", size: int = 128, min_face: int = 24, manifest: bool = True,
             retry_failed: bool = False, progress: bool = True) -> dict:
     """Crop every image of ``src`` into ``dst``; returns the report dict (also written to ``dst``)."""
     from tqdm import tqdm
@@ -206,10 +204,8 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
         raise FrontalizeError(f"{src}: no such folder")
     if os.path.abspath(src) == os.path.abspath(dst):
         raise FrontalizeError("SRC and DST must differ (crops would overwrite the photos)")
-    meta = default_meta("edge")
     settings = {"scheme": scheme, "pattern": pattern, "detector": detector, "size": size, "min_face": min_face,
-                "crop_scale": meta["crop_scale"] if crop_scale is None else crop_scale,
-                "crop_shift_y": meta["crop_shift_y"] if crop_shift_y is None else crop_shift_y}
+                "crop_rule": default_meta("geo")["crop_rule"]}
     parse = generic_parser(pattern) if scheme == "generic" else PARSERS[scheme]
 
     def yaw_of(rel):
@@ -299,10 +295,8 @@ def main(argv=None) -> int:
                     help="file naming, for the yaw of each image and the manifest")
     ap.add_argument("--pattern", help="regex for --scheme generic, named groups id, yaw (and key)")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="processes")
-    ap.add_argument("--detector", choices=["cascade", "hog", "blazeface", "cnn"], default="cascade")
+    ap.add_argument("--detector", choices=["auto", "hog", "blazeface", "cnn"], default="auto")
     ap.add_argument("--size", type=int, default=128, help="crop side in pixels")
-    ap.add_argument("--crop-scale", type=float, help="ROI scale (default: the training framing, model_meta)")
-    ap.add_argument("--crop-shift-y", type=float, help="ROI shift, fraction of its side (default: model_meta)")
     ap.add_argument("--min-face", type=int, default=24, help="smaller detected faces are skipped (px)")
     ap.add_argument("--retry-failed", action="store_true", help="retry files that failed in an earlier run")
     ap.add_argument("--no-manifest", action="store_true", help="do not write DST/manifest.json")
@@ -311,8 +305,8 @@ def main(argv=None) -> int:
     if a.scheme == "generic" and not a.pattern:
         ap.error("--scheme generic needs --pattern")
     try:
-        rep = prepare(a.src, a.dst, a.scheme, a.pattern, a.workers, a.detector, a.size, a.crop_scale,
-                      a.crop_shift_y, a.min_face, not a.no_manifest, a.retry_failed, not a.no_progress)
+        rep = prepare(a.src, a.dst, a.scheme, a.pattern, a.workers, a.detector, a.size,
+                      a.min_face, not a.no_manifest, a.retry_failed, not a.no_progress)
     except (FrontalizeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

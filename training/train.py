@@ -21,16 +21,16 @@ import time
 PROFILES = {
     # fast: what `make train` runs on a 2-core CPU (about 90 minutes for all five).
     "fast": {"edge": (4, 250, 16), "pix2pix": (1, 60, 8), "autoencoder": (1, 60, 8),
-             "dcgan": (1, 150, 16), "cvae": (1, 200, 16)},
+             "dcgan": (1, 150, 16), "cvae": (1, 200, 16), "geo": (20, 250, 16)},
     # full: for a GPU. (epochs, steps per epoch, batch)
     "full": {"edge": (60, 660, 16), "pix2pix": (40, 660, 16), "autoencoder": (40, 660, 16),
-             "dcgan": (60, 660, 16), "cvae": (60, 660, 16)},
+             "dcgan": (60, 660, 16), "cvae": (60, 660, 16), "geo": (60, 1000, 32)},
 }
 
 
 # Identity-loss weight per profile and model when --id-weight is not given (see EdgeGAN /
 # Pix2Pix._identity_loss). Without face-api's weights the profile default is dropped with a note.
-PROFILE_ID_WEIGHT = {"fast": {"edge": 20.0}, "full": {"edge": 20.0, "pix2pix": 20.0}}
+PROFILE_ID_WEIGHT = {"fast": {"edge": 20.0, "geo": 3.0}, "full": {"edge": 20.0, "pix2pix": 20.0, "geo": 3.0}}
 
 
 def make_strategy(cpu_replicas: int = 0):
@@ -91,21 +91,47 @@ def train(args) -> dict:
     os.makedirs(args.out, exist_ok=True)
     n_rep = strategy.num_replicas_in_sync
     global_batch = args.batch * n_rep
-    train_ds = make_dataset(manifest, "train", global_batch, train=True, seed=args.seed, root=root)
-    val_split = "val" if manifest["pairs"].get("val") else "train"
-    val_ds = make_dataset(manifest, val_split, global_batch, train=False, root=root,
-                          limit=args.val_limit, repeat=False)
-    rows = manifest["pairs"][val_split]
-    # One fixed pair per yaw in (-90, -60, -30, 30, 60, 90) where the split has it.
-    by_yaw = {}
-    for r in rows:
-        by_yaw.setdefault(int(r["yaw"]), r)
-    fixed_rows = [by_yaw[y] for y in (-90, -60, -30, 30, 60, 90) if y in by_yaw] or rows[:6]
-    fixed = next(iter(make_dataset({**manifest, "pairs": {"fixed": fixed_rows}}, "fixed", 6, train=False,
-                                   root=root, repeat=False)))
+    pooled = manifest.get("kind") == "pooled"  # training.pooled: the geo generator's data
+    if pooled != (args.model == "geo"):
+        raise SystemExit("the geo model trains on a pooled manifest (python -m training.pooled), "
+                         "the other models on a paired one (python -m training.datasets)")
+    if pooled:
+        from .data import make_pooled_dataset
+
+        train_ds = make_pooled_dataset(manifest, "train", global_batch, train=True, seed=args.seed)
+        val_ds = make_pooled_dataset(manifest, "val", global_batch, train=False, limit=args.val_limit)
+        # fixed sample rows: studio pairs at 30/60/90, TP-GAN pseudo-pairs at 90, two wild profiles
+        rows, fixed_rows = manifest["pairs"]["val"], []
+        for kind, yaw in [("mp30", 30), ("mp30", -60), ("mp30", 90), ("mp137", 90), ("cfp_profile", None),
+                          ("cfp_profile", None)]:
+            hit = [r for r in rows if r["kind"] == kind and (yaw is None or r["yaw"] == yaw) and r not in fixed_rows]
+            fixed_rows += hit[len(hit) // 3: len(hit) // 3 + 1]
+        fixed = next(iter(make_pooled_dataset({**manifest, "pairs": {"fixed": fixed_rows}}, "fixed", len(fixed_rows),
+                                              train=False)))
+    else:
+        train_ds = make_dataset(manifest, "train", global_batch, train=True, seed=args.seed, root=root)
+        val_split = "val" if manifest["pairs"].get("val") else "train"
+        val_ds = make_dataset(manifest, val_split, global_batch, train=False, root=root,
+                              limit=args.val_limit, repeat=False)
+        rows = manifest["pairs"][val_split]
+        # One fixed pair per yaw in (-90, -60, -30, 30, 60, 90) where the split has it.
+        by_yaw = {}
+        for r in rows:
+            by_yaw.setdefault(int(r["yaw"]), r)
+        fixed_rows = [by_yaw[y] for y in (-90, -60, -30, 30, 60, 90) if y in by_yaw] or rows[:6]
+        fixed = next(iter(make_dataset({**manifest, "pairs": {"fixed": fixed_rows}}, "fixed", 6, train=False,
+                                       root=root, repeat=False)))
 
     with strategy.scope():
-        kw = {"width": args.width} if args.model == "edge" else {}
+        kw = {"width": args.width} if args.model in ("edge", "geo") else {}
+        if args.model == "geo":
+            if args.id_net == "none":
+                args.id_weight = 0.0
+            else:
+                from .id_nets import cfp_identity_table, identity_network
+
+                kw["id_net"] = identity_network(args.id_net)
+                kw["id_table"] = cfp_identity_table(kw["id_net"], manifest, "train")
         if args.model == "autoencoder" and args.vggface_weights is not None:
             kw["weights"] = args.vggface_weights or None  # "" = random weights, as for pix2pix
         if args.model == "pix2pix" and args.vggface_weights is not None:
@@ -114,7 +140,7 @@ def train(args) -> dict:
             kw["generator"] = vgg_unet("transpose", "vgg_unet_pix2pix", args.vggface_weights or None)
         if args.id_weight is None:
             args.id_weight = PROFILE_ID_WEIGHT[args.profile].get(args.model, 0.0)
-            if args.id_weight:
+            if args.id_weight and args.model != "geo":
                 from .identity import faceapi_dir
 
                 try:
@@ -123,7 +149,7 @@ def train(args) -> dict:
                     print(f"training without the identity loss: {e}", flush=True)
                     args.id_weight = 0.0
         if args.id_weight:
-            if args.model not in ("edge", "pix2pix"):
+            if args.model not in ("edge", "pix2pix", "geo"):
                 raise SystemExit(f"--id-weight applies to edge and pix2pix, not {args.model}")
             kw["id_weight"] = args.id_weight
         model = MODELS[args.model](**kw)
@@ -169,7 +195,10 @@ def train(args) -> dict:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, choices=["autoencoder", "pix2pix", "dcgan", "cvae", "edge"])
+    ap.add_argument("--model", required=True, choices=["autoencoder", "pix2pix", "dcgan", "cvae", "edge", "geo"])
+    ap.add_argument("--id-net", default="mobilefacenet", choices=["mobilefacenet", "dlib", "none"],
+                    help="geo: the recognizer of the identity loss (default mobilefacenet; the evaluation "
+                         "judges with faceres and dlib, never with the loss's network)")
     ap.add_argument("--manifest", default="artifacts/manifest.json")
     ap.add_argument("--data", help="dataset root (default: the manifest's)")
     ap.add_argument("--out", help="run folder (default runs/MODEL)")

@@ -1,0 +1,129 @@
+"""The pooled training manifest of the geometric generator, from the crop pipeline's output.
+
+``python -m training.pooled --crops artifacts/crops --out artifacts/pooled.json``
+
+``training.prepare`` crops each set through the runtime's own ``FaceAnalyzer`` into
+``CROPS/<set>/`` (same relative paths, a journal with each crop's estimated yaw and face
+score). This joins them into rows of one kind each:
+
+| kind | x | y (target) | pixel weight | identity target |
+|---|---|---|---|---|
+| ``mp30`` | multipie30 side view | the same instant's frontal (camera 051), a real photo | 1 | embedding of y |
+| ``mp30_front`` | multipie30 frontal | itself | 1 | embedding of y |
+| ``mp137`` | multipie137 side view | TP-GAN's frontal made from it (pseudo-target) | 0.5 | embedding of y |
+| ``cfp_profile`` | cfp400 profile photo | none | 0 | mean embedding of the person's frontal photos |
+| ``cfp_frontal`` | cfp400 frontal photo | itself | 1 | mean embedding of the person's frontal photos |
+
+Every row carries ``yaw_est``, the pose network's yaw of x, which is what the generator gets at
+run time. Identity splits are ``training.pose_labels.SPLITS`` (named in the manifest): test
+identities (multipie30 044-049, multipie137 325-346, cfp400 351-400) are listed under ``test`` only
+and never reach training, selection or calibration. ``reals`` lists the frontal photographs
+(multipie30 camera 051, cfp400 frontal) the discriminator learns from.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+from collections import Counter, defaultdict
+
+from .datasets import MULTIPIE_CAM_YAW
+from .pose_labels import SPLITS, split_of
+
+_MP = re.compile(r"(\d{3})_(\d{2})_(\d{2})_(\d{3})_(\d{2})\.\w+$")
+KIND_WEIGHT = {"mp30": 1.0, "mp30_front": 1.0, "mp137": 0.5, "cfp_profile": 0.0, "cfp_frontal": 1.0}
+
+
+def read_crops(folder: str) -> dict[str, dict]:
+    """rel path -> journal row, for the crops that exist."""
+    rows = {}
+    path = os.path.join(folder, "prepare_journal.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: run training.prepare on this set first")
+    with open(path) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("ok") and os.path.exists(os.path.join(folder, r["path"])):
+                rows[r["path"]] = r
+    return rows
+
+
+def _row(kind, s, x, y, ident, yaw, yaw_est, idt=-1):
+    return {"kind": kind, "set": s, "x": x, "y": y, "id": ident, "yaw": yaw, "yaw_est": yaw_est,
+            "w": KIND_WEIGHT[kind], "idt": idt}
+
+
+def build(crops: str, data: str) -> dict:
+    out = {"kind": "pooled", "root": os.path.abspath(crops),
+           "splits": {s: {k: [min(v), max(v)] for k, v in d.items()} for s, d in SPLITS.items()},
+           "pairs": defaultdict(list), "reals": defaultdict(list), "dropped": Counter()}
+
+    mp30 = read_crops(os.path.join(crops, "multipie30"))
+    for rel, r in sorted(mp30.items()):
+        sid, ss, rr, cam, ll = _MP.search(rel).groups()
+        split = split_of("multipie30", sid)
+        if cam == "051":
+            out["pairs"][split].append(_row("mp30_front", "multipie30", f"multipie30/{rel}", f"multipie30/{rel}",
+                                            f"mp30-{sid}", 0, r["yaw_est"]))
+            out["reals"][split].append(f"multipie30/{rel}")
+            continue
+        front = rel.replace(f"_{cam}_", "_051_")
+        if front not in mp30:
+            out["dropped"]["multipie30: frontal not cropped"] += 1
+            continue
+        out["pairs"][split].append(_row("mp30", "multipie30", f"multipie30/{rel}", f"multipie30/{front}",
+                                        f"mp30-{sid}", MULTIPIE_CAM_YAW[cam], r["yaw_est"]))
+
+    mp137 = read_crops(os.path.join(crops, "multipie137"))
+    with open(os.path.join(data, "multipie137", "pairs.csv")) as f:
+        for rec in csv.DictReader(f):
+            side, front = rec["side"], rec["frontal"]
+            if side not in mp137 or front not in mp137:
+                out["dropped"]["multipie137: side or TP-GAN frontal not cropped"] += 1
+                continue
+            sid, ss, rr, cam, ll = _MP.search(side).groups()
+            out["pairs"][split_of("multipie137", sid)].append(
+                _row("mp137", "multipie137", f"multipie137/{side}", f"multipie137/{front}", f"mp137-{sid}",
+                     abs(MULTIPIE_CAM_YAW[cam]), mp137[side]["yaw_est"]))  # stored nose-right: +|yaw|
+
+    cfp = read_crops(os.path.join(crops, "cfp400"))
+    ids = sorted({rel.split("/")[0] for rel in cfp})
+    index = {i: k for k, i in enumerate(ids)}
+    out["cfp_identities"] = ids
+    for rel, r in sorted(cfp.items()):
+        sid, kind = rel.split("/")[0], rel.split("/")[1]
+        split = split_of("cfp400", sid)
+        x = f"cfp400/{rel}"
+        if kind == "frontal":
+            out["pairs"][split].append(_row("cfp_frontal", "cfp400", x, x, f"cfp-{sid}", 0, r["yaw_est"], index[sid]))
+            out["reals"][split].append(x)
+        else:
+            out["pairs"][split].append(_row("cfp_profile", "cfp400", x, x, f"cfp-{sid}", None, r["yaw_est"],
+                                            index[sid]))
+    out["pairs"], out["reals"], out["dropped"] = dict(out["pairs"]), dict(out["reals"]), dict(out["dropped"])
+    out["counts"] = {split: dict(Counter(r["kind"] for r in rows)) for split, rows in out["pairs"].items()}
+    return out
+
+
+def main(argv=None) -> None:
+    from .datasets import DEFAULT_DATA_ROOT
+
+    ap = argparse.ArgumentParser(prog="python -m training.pooled", description=__doc__.split("\n")[0])
+    ap.add_argument("--crops", default="artifacts/crops")
+    ap.add_argument("--data", default=DEFAULT_DATA_ROOT)
+    ap.add_argument("--out", default="artifacts/pooled.json")
+    a = ap.parse_args(argv)
+    m = build(a.crops, a.data)
+    from runtime.image_io import atomic_write_bytes
+
+    atomic_write_bytes(a.out, json.dumps(m, indent=1).encode())
+    print(f"{a.out}: {json.dumps(m['counts'])}; dropped {m['dropped']}")
+
+
+if __name__ == "__main__":
+    main()
