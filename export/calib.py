@@ -14,7 +14,6 @@ from runtime.errors import FrontalizeError
 from runtime.image_io import load_image
 
 SIZE = 128
-YAWS = tuple(range(-90, 91, 15))
 
 
 class CalibrationError(FrontalizeError):
@@ -32,8 +31,11 @@ def _read(path: str) -> np.ndarray:
 
 def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase: float = 0.0,
                      root: str | None = None, targets: bool = False):
-    """(uint8 RGB (n,128,128,3) side views, their yaw label indices), spread evenly over the split;
+    """(uint8 RGB (n,128,128,3) side views, their yaws in degrees), spread evenly over the split;
     with ``targets=True`` also the frontal views (the ground truth) as a third array.
+
+    A pooled manifest (training.pooled) gives its rows with a real or pseudo target (studio pairs
+    and frontal pass-throughs) and their estimated yaw, the one the generator gets at run time.
 
     ``phase`` in [0, 1) shifts the sampling grid: parity uses 0.5 so that it is measured on
     crops the int8 calibration (phase 0) did not see.
@@ -48,6 +50,9 @@ def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase
     if split == "test":
         raise CalibrationError("the test split never serves calibration or tuning: use --calib-split val")
     rows = [r for r in m.get("pairs", {}).get(split, []) if r["id"] not in test_ids]
+    pooled = m.get("kind") == "pooled"
+    if pooled:
+        rows = [r for r in rows if r["kind"] in ("mp30", "mp137", "mp30_front")]
     if not rows:
         raise CalibrationError(f"{manifest_path}: no '{split}' pairs")
     root = root or m["root"]
@@ -55,7 +60,7 @@ def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase
     step = len(rows) / n
     picks = [rows[min(len(rows) - 1, int((i + phase) * step))] for i in range(n)]
     images = np.stack([_read(os.path.join(root, r["x"])) for r in picks])
-    yaws = np.asarray([YAWS.index(int(r["yaw"])) for r in picks], np.int64)
+    yaws = np.asarray([float(r["yaw_est"] if pooled else r["yaw"]) for r in picks], np.float32)
     if targets:
         return images, yaws, np.stack([_read(os.path.join(root, r["y"])) for r in picks])
     return images, yaws

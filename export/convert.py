@@ -68,7 +68,22 @@ def expected_inputs(meta: dict) -> list[tuple]:
     shapes = [(None, n, n, 3)]
     if meta.get("model") == "cvae":
         shapes.append((None, len(meta.get("yaw_labels") or range(N_YAWS))))
+    if meta.get("yaw_input") == "degrees":
+        shapes.append((None, 1))
     return shapes
+
+
+def yaw_input(meta: dict, yaws_deg, n: int) -> np.ndarray | None:
+    """The second input for faces at these yaws (degrees): (n, 1) degrees for the geo generator, a
+    one-hot over the yaw labels for the cvae, None for single-input models."""
+    yaws = np.zeros(n) if yaws_deg is None else np.broadcast_to(np.asarray(yaws_deg, np.float64).reshape(-1), (n,))
+    if meta.get("yaw_input") == "degrees":
+        return yaws.astype(np.float32).reshape(n, 1)
+    labels = meta.get("yaw_labels")
+    if labels:
+        idx = np.abs(yaws[:, None] - np.asarray(labels, np.float64)[None]).argmin(1)
+        return np.eye(len(labels), dtype=np.float32)[idx]
+    return None
 
 
 def check_signature(model, meta: dict, path: str) -> None:
@@ -133,16 +148,14 @@ def to_float_inputs(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32)
 
 
-def _representative(calib: np.ndarray, yaws: np.ndarray | None, two_inputs: bool):
+def _representative(calib: np.ndarray, yaws: np.ndarray | None, meta: dict | None):
+    """Calibration feeds: the crops, with the second input made from their own yaws (degrees)."""
     x = to_float_inputs(calib)
-    if two_inputs:
-        # Calibrate the one-hot input with the crops' own yaws (or all labels in turn).
-        idx = np.asarray(yaws) if yaws is not None else np.arange(len(x)) % N_YAWS
-        onehot = np.eye(N_YAWS, dtype=np.float32)[idx]
+    second = yaw_input(meta or {}, yaws, len(x))
 
     def gen():
         for i in range(len(x)):
-            yield [x[i:i + 1], onehot[i:i + 1]] if two_inputs else [x[i:i + 1]]
+            yield [x[i:i + 1]] if second is None else [x[i:i + 1], second[i:i + 1]]
     return gen
 
 
@@ -158,22 +171,23 @@ def frozen_function(model, meta: dict, batch):
     return convert_variables_to_constants_v2(fn.get_concrete_function())
 
 
-# Tensors of the edge generator's flow-warp head (WarpBlend layer "frontal", the flow conv and its
-# rescaling). Pixel coordinates, bilinear weights and Gather indices do not survive int8 (a 128-px
+# Tensors of the flow-warp heads (edge: WarpBlend layer "frontal", the flow conv and its rescaling;
+# geo: the geometric flow, both WarpBlends, the mirroring and the residual flow/logit heads). Pixel coordinates, bilinear weights and Gather indices do not survive int8 (a 128-px
 # coordinate in 256 levels, floor/cast on quantized values: the output was garbage), so a full-int8
 # export keeps them in float and quantizes everything else (all the convolutions).
-_WARP_TENSORS = re.compile(r"(/frontal[_/]|/flow[_/]|/rescaling[_/]|^Identity$)")
+_WARP_TENSORS = re.compile(r"(/frontal[_/]|/flow[_/]|/rescaling[_/]|/geo_flow[_/]|/geo_frontal[_/]|/frontal_blend[_/]"
+                           r"|/mirror_in[_/]|/dflow[_/]|/logits[_/]|/yaw_plane[_/]|^Identity$)")
 
 
 def _has_warp(frozen) -> bool:
     return any(op.type == "GatherV2" and "frontal" in op.name for op in frozen.graph.get_operations())
 
 
-def _int8_keep_warp_float(conv, calib, calib_yaws, two_inputs) -> bytes:
+def _int8_keep_warp_float(conv, calib, calib_yaws, meta) -> bytes:
     import tensorflow as tf
 
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    data = _representative(calib[: min(8, len(calib))], None if calib_yaws is None else calib_yaws[:8], two_inputs)
+    data = _representative(calib[: min(8, len(calib))], None if calib_yaws is None else calib_yaws[:8], meta)
     try:
         probe = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=data)
         probe.run()  # lists the quantized tensors by name
@@ -196,7 +210,8 @@ def _int8_keep_warp_float(conv, calib, calib_yaws, two_inputs) -> bytes:
         raise ModelError(f"int8 conversion (warp head kept in float) failed ({_first_line(e)})") from None
 
 
-def tflite_bytes(frozen, fmt: str, calib: np.ndarray | None = None, calib_yaws: np.ndarray | None = None) -> bytes:
+def tflite_bytes(frozen, fmt: str, calib: np.ndarray | None = None, calib_yaws: np.ndarray | None = None,
+                 meta: dict | None = None) -> bytes:
     """Convert a ``frozen_function`` to one TFLite variant (``fmt``)."""
     import tensorflow as tf
 
@@ -211,13 +226,13 @@ def tflite_bytes(frozen, fmt: str, calib: np.ndarray | None = None, calib_yaws: 
             raise ModelError(f"{fmt} needs calibration images (real validation crops): "
                              "pass --calib MANIFEST or calib_images")
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = _representative(calib, calib_yaws, len(frozen.inputs) == 2)
+        conv.representative_dataset = _representative(calib, calib_yaws, meta)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if fmt == "tflite-int8":
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
         if _has_warp(frozen):
-            return _int8_keep_warp_float(conv, calib, calib_yaws, len(frozen.inputs) == 2)
+            return _int8_keep_warp_float(conv, calib, calib_yaws, meta)
     elif fmt != "tflite-fp32":
         raise ModelError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
     try:
@@ -259,7 +274,7 @@ def tflite_meta(meta: dict, fmt: str, batch, content: bytes) -> dict:
 
 
 def write_tflite(frozen, meta: dict, fmt: str, path: str, batch, calib=None, calib_yaws=None) -> str:
-    content = tflite_bytes(frozen, fmt, calib, calib_yaws)
+    content = tflite_bytes(frozen, fmt, calib, calib_yaws, meta)
     atomic_write_bytes(path, content)
     write_sidecar(path, tflite_meta(meta, fmt, batch, content))
     return path
@@ -287,7 +302,7 @@ def export_model(keras_path: str, formats: list[str], out_dir: str,
 
     Returns {format: path}; TFLite formats add a ``<format>-b1`` entry (static batch 1).
     ``calib_images``: real crops, uint8 RGB (N,128,128,3) or float32 in [-1, 1], needed by the
-    int8 formats (ModelError otherwise). ``calib_yaws``: their yaw label indices (cvae only).
+    int8 formats (ModelError otherwise). ``calib_yaws``: their yaws in degrees (models with a yaw input).
     """
     formats = list(dict.fromkeys(formats))
     model, meta = load_generator(keras_path)

@@ -180,7 +180,9 @@ def parity_report(keras_path: str, paths: dict[str, str], images: np.ndarray, ya
 
     model, meta = load_generator(keras_path)
     x = to_float_inputs(images)
-    onehot = np.eye(N_YAWS, dtype=np.float32)[yaws if yaws is not None else np.zeros(len(x), int)]
+    from .convert import yaw_input
+
+    onehot = yaw_input(meta, yaws, len(x))  # the second input, if the model has one
     two = len(model.inputs) == 2
     feeds = [x, onehot] if two else [x]
 

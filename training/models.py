@@ -369,6 +369,18 @@ class MirrorIf(layers.Layer):
         return shapes[0]
 
 
+@keras.saving.register_keras_serializable("frontalize")
+class YawPlane(layers.Layer):
+    """|yaw| / 90 as a constant image plane (N, 128, 128, 1): the U-Net's view of the pose."""
+
+    def call(self, yaw):
+        a = tf.reshape(tf.abs(tf.cast(yaw, "float32")) / 90.0, [-1, 1, 1, 1])
+        return tf.tile(a, [1, SIZE, SIZE, 1])
+
+    def compute_output_shape(self, shape):
+        return (shape[0], SIZE, SIZE, 1)
+
+
 def geo_generator(width: float = 1.0, depth=None, name: str = "geo_generator") -> keras.Model:
     """(canonical face crop, its yaw in degrees) -> frontal face.
 
@@ -391,8 +403,7 @@ def geo_generator(width: float = 1.0, depth=None, name: str = "geo_generator") -
     geo_flow, geo_logits = GeoFlow(depth, name="geo_flow")(yaw)
     # generated branch at logit -6: x leaks in with weight < 0.3 %
     geo = WarpBlend(dtype="float32", name="geo_frontal")([x, geo_flow, geo_logits, x])
-    yaw_map = layers.Reshape((1, 1, 1))(layers.Rescaling(1 / 90.0)(layers.Lambda(tf.abs, name="abs_yaw")(yaw)))
-    yaw_map = layers.UpSampling2D(SIZE, name="yaw_map")(yaw_map)
+    yaw_map = YawPlane(name="yaw_plane")(yaw)
     h = layers.Concatenate()([x, geo, yaw_map])
     h = layers.Conv2D(c[0], 3, strides=2, padding="same", use_bias=False, name="stem")(h)  # 64
     h = layers.ReLU(6.0)(_bn(name="stem_bn")(h))
