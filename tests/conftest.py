@@ -22,10 +22,10 @@ def grace() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def analyzer():
-    """A real FaceAnalyzer, cascade strategy (dlib HOG -> BlazeFace -> dlib CNN), loaded once."""
+    """A real FaceAnalyzer (the default detectors and the bundled pose network), loaded once."""
     from runtime.detect import FaceAnalyzer
 
-    return FaceAnalyzer("cascade", threads=1)
+    return FaceAnalyzer(threads=1)
 
 
 @pytest.fixture(scope="session")
