@@ -310,7 +310,7 @@ def pass_boxes(raw_item, thr: float, fix=None) -> list:
     return out
 
 
-def combo_boxes(raws: dict, key: str, thrs: dict, iou: float) -> tuple[list, float]:
+def combo_boxes(raws: dict, key: str, thrs: dict, iou: float, contain: float | None = 0.75) -> tuple[list, float]:
     """The merged candidates of passes ``thrs`` (name -> raw threshold) on one image; summed ms."""
     per_pass, ms = {}, 0.0
     for name, thr in thrs.items():
@@ -321,7 +321,7 @@ def combo_boxes(raws: dict, key: str, thrs: dict, iou: float) -> tuple[list, flo
         per_pass[name] = [(D.square_fix(b[:4], D.BOX_FIX.get(name, (0, 0, 1))), b[4]) for b in r["boxes"] if b[4] >= thr]
     kinds = {n: pass_by_name(n).kind for n in thrs}
     dets = [(b, D.norm_score(n if n in D.SCORE_FIX else kinds[n], s), n, s) for n, f in per_pass.items() for b, s in f]
-    cands = D.merge(dets, iou)
+    cands = D.merge(dets, iou, contain)
     return [list(c.box) + [c.score, c.detectors] for c in cands], ms
 
 
@@ -371,6 +371,10 @@ def default_thresholds() -> dict:
     return t
 
 
+def short_name(pass_name: str) -> str:
+    return pass_name.replace("bf-", "").split("-")[0]
+
+
 def contact_sheet(entries, path, tile=96, cols=10, title=None):
     """entries: (image path, box, label). Each box with a 25 % margin, its outline drawn."""
     tiles = []
@@ -408,7 +412,7 @@ def draw_samples(items, boxes_of, path):
             ok = any(is_hit(b, g) for g in it["gt"])
             cv2.rectangle(img, tuple(int(v * s) for v in b[:2]), tuple(int(v * s) for v in b[2:4]),
                           (0, 220, 0) if ok else (255, 0, 0), 2)
-            lab = "+".join(n.split("-")[0] for n in b[5]) if len(b) > 5 else f"{b[4]:.2f}"
+            lab = "+".join(short_name(n) for n in b[5]) if len(b) > 5 else f"{b[4]:.2f}"
             cv2.putText(img, lab, (int(b[0] * s), max(12, int(b[1] * s) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                         (255, 255, 0), 1, cv2.LINE_AA)
         panel = np.zeros((800, 800, 3), np.uint8)

@@ -35,8 +35,8 @@ def single(items, raw, thr, multipie=False):
                       if it["key"] in raw else (None, 0), multipie)
 
 
-def combo(items, raws, thrs, iou, multipie=False):
-    return R.evaluate(items, lambda it: R.combo_boxes(raws, it["key"], thrs, iou), multipie)
+def combo(items, raws, thrs, iou, multipie=False, contain=0.75):
+    return R.evaluate(items, lambda it: R.combo_boxes(raws, it["key"], thrs, iou, contain), multipie)
 
 
 def fmt_row(name, e, kinds, ms_key="median_ms"):
@@ -201,7 +201,7 @@ def report(a) -> int:
             boxes, _ = R.combo_boxes(raws, it["key"], thrs, 0.4)
             s = R.score_image(boxes, it["gt"])
             for i in s["off"]:
-                off.append((it["path"], boxes[i][:4], f"{it['id']}{it['kind'][0]} {'+'.join(x.split('-')[0] for x in boxes[i][5])}"))
+                off.append((it["path"], boxes[i][:4], f"{it['id']}{it['kind'][0]} {'+'.join(R.short_name(x) for x in boxes[i][5])}"))
             if not all(s["hit"]):
                 miss.append((it["path"], it["gt"][0], f"{it['id']}{it['kind'][0]} {it['key'][-6:-4]}"))
         rng.shuffle(off)
@@ -237,11 +237,14 @@ def frames_640x480() -> list[np.ndarray]:
     return out
 
 
-def timing(reps: int = 5) -> int:
+TIMED = ["bf-short", "bf-full", "bf-back", "mtcnn-p25", "hog-s240-p25", "haarprof-p25m", "mmod-s256-p25", "lfd-p25"]
+
+
+def timing(reps: int = 3) -> int:
     cv2.setNumThreads(1)
     frames = frames_640x480()
     rows = []
-    names = list(dict.fromkeys([p.name for ps in D.PRESETS.values() for p in ps] + list(R.PASSES)))
+    names = list(dict.fromkeys([p.name for ps in D.PRESETS.values() for p in ps] + TIMED))
     for n in names:
         try:
             r = D._Runner(R.pass_by_name(n), threads=1)

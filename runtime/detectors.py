@@ -148,13 +148,37 @@ def square_fix(box: np.ndarray, fix=(0.0, 0.0, 1.0)) -> np.ndarray:
     return np.array([cx - half, cy - half, cx + half, cy + half])
 
 
-# Per-backend (dx, dy, scale) onto the common square (the face from brow to chin, cheek to cheek:
-# the box of CFP's fiducials, see benchmarks/detection_rate.py), medians over cfp400 hits.
-BOX_FIX: dict[str, tuple[float, float, float]] = {}
+# Per pass (dx, dy, scale) onto the common square (the face from brow to chin, cheek to cheek:
+# the box of CFP's fiducials, see benchmarks/detection_rate.py): medians over the hits on cfp400
+# ids 001-350, frontal and profile averaged. Printed by ``python -m benchmarks.detection_rate report``.
+BOX_FIX: dict[str, tuple[float, float, float]] = {
+    "bf-short-p25": (-0.004, 0.063, 0.904),
+    "bf-short-p50": (0.0, 0.064, 0.9),
+    "bf-back": (-0.016, 0.137, 0.949),
+    "bf-back-p25": (0.004, 0.081, 0.919),
+    "mtcnn": (0.011, 0.143, 0.888),
+    "mtcnn-p25": (0.011, 0.157, 0.877),
+    "bf-full": (0.067, 0.104, 0.874),
+    "bf-full-p50": (0.077, 0.107, 0.876),
+    "bf-short": (-0.014, 0.072, 0.939),
+    "hog-s240-p25": (0.071, 0.112, 0.908),
+}
 
-# Per-backend logistic (a, b): comparable score = 1 / (1 + exp(-(a * raw + b))), fitted on cfp400
-# boxes (hit or not); used to order boxes in the merge. Identity-like where absent.
-SCORE_FIX: dict[str, tuple[float, float]] = {}
+# Per pass logistic (a, b): comparable score = 1 / (1 + exp(-(a * raw + b))) = P(the box is a hit)
+# fitted on the same photos (hits against boxes off the face); orders boxes in the merge. Raw
+# scores already in [0, 1] are used as they are where a pass has no entry.
+SCORE_FIX: dict[str, tuple[float, float]] = {
+    "bf-short-p25": (15.4498, -5.7497),
+    "bf-short-p50": (15.5668, -4.0342),
+    "bf-back": (10.1148, -1.0197),
+    "bf-back-p25": (18.9844, -7.0362),
+    "mtcnn": (16.8215, -9.0209),
+    "mtcnn-p25": (17.7871, -10.5971),
+    "bf-full": (17.3354, -0.9145),
+    "bf-full-p50": (46.6199, -12.1974),
+    "bf-short": (15.3364, -4.9174),
+    "hog-s240-p25": (7.093, 7.5518),
+}
 
 
 def norm_score(kind: str, raw: float) -> float:
@@ -227,9 +251,12 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
-def merge(dets: list[tuple[np.ndarray, float, str, float]], iou_thr: float = 0.4) -> list[Candidate]:
+def merge(dets: list[tuple[np.ndarray, float, str, float]], iou_thr: float = 0.4,
+          contain: float | None = 0.75) -> list[Candidate]:
     """dets: (box, comparable score, pass name, raw score). OpenCV NMS keeps the best box of each
-    cluster; every other box joins the kept box it overlaps most. Largest candidate first."""
+    cluster; every other box joins the kept box it overlaps most. Then a candidate lying
+    ``contain`` or more inside a stronger one (more detectors, then higher score) joins it: second
+    boxes on one face (an eye, half a profile) overlap it by IoU 0.1-0.3 only. Largest first."""
     if not dets:
         return []
     boxes = np.array([d[0] for d in dets], float)
@@ -237,26 +264,54 @@ def merge(dets: list[tuple[np.ndarray, float, str, float]], iou_thr: float = 0.4
     xywh = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]].tolist()
     keep = np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, iou_thr), int).reshape(-1).tolist()
     groups = {k: [] for k in keep}
-    for i, d in enumerate(dets):
+    for i in range(len(dets)):
         k = i if i in groups else max(keep, key=lambda j: iou(boxes[i], boxes[j]))
         groups[k].append(i)
+    if contain:
+        def strength(k):
+            return (len({dets[i][2] for i in groups[k]}), scores[k])
+
+        kept = []
+        for k in sorted(groups, key=strength, reverse=True):
+            host = next((h for h in kept if inside(boxes[k], boxes[h]) >= contain), None)
+            if host is None:
+                kept.append(k)
+            else:
+                groups[host] += groups.pop(k)
     out = []
     for k, members in groups.items():
         members.sort(key=lambda i: -scores[i])
         names = tuple(dict.fromkeys(dets[i][2] for i in members))
-        out.append(Candidate(boxes[k].copy(), scores[k], names, [(dets[i][2], boxes[i], dets[i][3]) for i in members]))
+        out.append(Candidate(boxes[k].copy(), max(scores[i] for i in members), names,
+                             [(dets[i][2], boxes[i], dets[i][3]) for i in members]))
     out.sort(key=lambda c: -c.side)
     return out
 
 
+def inside(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of box a's area that lies inside box b."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    return float(iw * ih / max((a[2] - a[0]) * (a[3] - a[1]), 1e-9))
+
+
 # ---------------------------------------------------------------- the combined detector
 _MTCNN = {"thresholds": (0.6, 0.6, 0.5)}
+# Chosen on cfp400, Multi-PIE and the bundled photos (benchmarks/results/detection_rate.md):
+# "default" for photos; "fast" (the two BlazeFace passes, ~10 ms a 640x480 frame) for a camera
+# loop, with "default" now and then (e.g. when "fast" finds nothing).
 PRESETS: dict[str, list[Pass]] = {
     "default": [
         Pass("blazeface-short", pad=0.25, score=0.5, params={"score": 0.5}, name="bf-short-p25"),
-        Pass("blazeface-back", score=0.5, params={"score": 0.5}, name="bf-back"),
+        Pass("blazeface-back", pad=0.25, score=0.5, params={"score": 0.5}, name="bf-back-p25"),
         Pass("blazeface-full", score=0.5, params={"score": 0.5}, name="bf-full"),
         Pass("mtcnn", max_side=640, score=0.7, params=_MTCNN, name="mtcnn"),
+    ],
+    "fast": [
+        Pass("blazeface-short", pad=0.25, score=0.5, params={"score": 0.5}, name="bf-short-p25"),
+        Pass("blazeface-back", pad=0.25, score=0.5, params={"score": 0.5}, name="bf-back-p25"),
     ],
 }
 
@@ -267,7 +322,7 @@ class CandidateDetector:
     ``CandidateDetector()(rgb)`` -> [Candidate], largest first. ``raw(rgb)`` -> the boxes of each
     pass before the merge (``{name: [(box, raw score)]}``, already in the common convention)."""
 
-    def __init__(self, passes="default", iou: float = 0.4, threads: int = 1):
+    def __init__(self, passes="default", iou: float = 0.4, contain: float | None = 0.75, threads: int = 1):
         if isinstance(passes, str):
             if passes not in PRESETS:
                 raise ValueError(f"unknown preset {passes!r}: one of {sorted(PRESETS)}")
@@ -275,7 +330,7 @@ class CandidateDetector:
         names = [p.name for p in passes]
         if len(set(names)) != len(names):
             raise ValueError(f"pass names must be unique: {names}")
-        self.passes, self.iou = list(passes), iou
+        self.passes, self.iou, self.contain = list(passes), iou, contain
         self.runners = [_Runner(p, threads) for p in self.passes]
 
     def raw(self, rgb: np.ndarray) -> dict[str, list[tuple[np.ndarray, float]]]:
@@ -286,7 +341,7 @@ class CandidateDetector:
         kinds = {p.name: p.kind for p in self.passes}
         dets = [(b, norm_score(name, s) if name in SCORE_FIX else norm_score(kinds.get(name, name), s), name, s)
                 for name, found in raw.items() for b, s in found]
-        return merge(dets, self.iou)
+        return merge(dets, self.iou, self.contain)
 
     def __call__(self, rgb: np.ndarray) -> list[Candidate]:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
