@@ -61,13 +61,13 @@ MP137_HELDOUT = [f"{i:03d}" for i in range(325, 347)]
 # floors are low on purpose: thresholds are swept in the report.
 PASSES = {
     "bf-short": Pass("blazeface-short", score=0.3, params={"score": 0.3}),
-    "bf-short-p25": Pass("blazeface-short", pad=0.25, score=0.3, params={"score": 0.3}),
-    "bf-short-p50": Pass("blazeface-short", pad=0.5, score=0.3, params={"score": 0.3}),
-    "bf-full": Pass("blazeface-full", score=0.3, params={"score": 0.3}),
-    "bf-full-p25": Pass("blazeface-full", pad=0.25, score=0.3, params={"score": 0.3}),
-    "bf-full-p50": Pass("blazeface-full", pad=0.5, score=0.3, params={"score": 0.3}),
+    "bf-short-p25": Pass("blazeface-short", max_side=256, pad=0.25, score=0.3, params={"score": 0.3}),
+    "bf-short-p50": Pass("blazeface-short", max_side=256, pad=0.5, score=0.3, params={"score": 0.3}),
+    "bf-full": Pass("blazeface-full", max_side=384, score=0.3, params={"score": 0.3}),
+    "bf-full-p25": Pass("blazeface-full", max_side=384, pad=0.25, score=0.3, params={"score": 0.3}),
+    "bf-full-p50": Pass("blazeface-full", max_side=384, pad=0.5, score=0.3, params={"score": 0.3}),
     "bf-back": Pass("blazeface-back", score=0.3, params={"score": 0.3}),
-    "bf-back-p25": Pass("blazeface-back", pad=0.25, score=0.3, params={"score": 0.3}),
+    "bf-back-p25": Pass("blazeface-back", max_side=512, pad=0.25, score=0.3, params={"score": 0.3}),
     "mtcnn": Pass("mtcnn", max_side=640, params={"thresholds": (0.6, 0.6, 0.5)}),
     "mtcnn-p25": Pass("mtcnn", max_side=640, pad=0.25, params={"thresholds": (0.6, 0.6, 0.5)}),
     "mtcnn-s320-p25": Pass("mtcnn", min_side=320, max_side=640, pad=0.25, params={"thresholds": (0.6, 0.6, 0.5)}),
@@ -310,7 +310,7 @@ def pass_boxes(raw_item, thr: float, fix=None) -> list:
     return out
 
 
-def combo_boxes(raws: dict, key: str, thrs: dict, iou: float, contain: float | None = 0.75) -> tuple[list, float]:
+def combo_boxes(raws: dict, key: str, thrs: dict, iou: float, contain: float | None = 0.5) -> tuple[list, float]:
     """The merged candidates of passes ``thrs`` (name -> raw threshold) on one image; summed ms."""
     per_pass, ms = {}, 0.0
     for name, thr in thrs.items():

@@ -252,11 +252,12 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def merge(dets: list[tuple[np.ndarray, float, str, float]], iou_thr: float = 0.4,
-          contain: float | None = 0.75) -> list[Candidate]:
+          contain: float | None = 0.5) -> list[Candidate]:
     """dets: (box, comparable score, pass name, raw score). OpenCV NMS keeps the best box of each
-    cluster; every other box joins the kept box it overlaps most. Then a candidate lying
+    cluster; every other box joins the kept box it overlaps most. Then a smaller candidate lying
     ``contain`` or more inside a stronger one (more detectors, then higher score) joins it: second
-    boxes on one face (an eye, half a profile) overlap it by IoU 0.1-0.3 only. Largest first."""
+    boxes on one face (mostly BlazeFace on the ear of a profile, also an eye or half a face) overlap
+    the face's box by IoU 0.1-0.3 only. Largest first."""
     if not dets:
         return []
     boxes = np.array([d[0] for d in dets], float)
@@ -273,7 +274,8 @@ def merge(dets: list[tuple[np.ndarray, float, str, float]], iou_thr: float = 0.4
 
         kept = []
         for k in sorted(groups, key=strength, reverse=True):
-            host = next((h for h in kept if inside(boxes[k], boxes[h]) >= contain), None)
+            host = next((h for h in kept if inside(boxes[k], boxes[h]) >= contain
+                         and side(boxes[k]) < side(boxes[h])), None)
             if host is None:
                 kept.append(k)
             else:
@@ -286,6 +288,10 @@ def merge(dets: list[tuple[np.ndarray, float, str, float]], iou_thr: float = 0.4
                              [(dets[i][2], boxes[i], dets[i][3]) for i in members]))
     out.sort(key=lambda c: -c.side)
     return out
+
+
+def side(b: np.ndarray) -> float:
+    return float(math.sqrt(max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)))
 
 
 def inside(a: np.ndarray, b: np.ndarray) -> float:
@@ -304,14 +310,14 @@ _MTCNN = {"thresholds": (0.6, 0.6, 0.5)}
 # loop, with "default" now and then (e.g. when "fast" finds nothing).
 PRESETS: dict[str, list[Pass]] = {
     "default": [
-        Pass("blazeface-short", pad=0.25, score=0.5, params={"score": 0.5}, name="bf-short-p25"),
-        Pass("blazeface-back", pad=0.25, score=0.5, params={"score": 0.5}, name="bf-back-p25"),
-        Pass("blazeface-full", score=0.5, params={"score": 0.5}, name="bf-full"),
+        Pass("blazeface-short", max_side=256, pad=0.25, score=0.5, params={"score": 0.5}, name="bf-short-p25"),
+        Pass("blazeface-back", max_side=512, pad=0.25, score=0.5, params={"score": 0.5}, name="bf-back-p25"),
+        Pass("blazeface-full", max_side=384, score=0.5, params={"score": 0.5}, name="bf-full"),
         Pass("mtcnn", max_side=640, score=0.7, params=_MTCNN, name="mtcnn"),
     ],
     "fast": [
-        Pass("blazeface-short", pad=0.25, score=0.5, params={"score": 0.5}, name="bf-short-p25"),
-        Pass("blazeface-back", pad=0.25, score=0.5, params={"score": 0.5}, name="bf-back-p25"),
+        Pass("blazeface-short", max_side=256, pad=0.25, score=0.5, params={"score": 0.5}, name="bf-short-p25"),
+        Pass("blazeface-back", max_side=512, pad=0.25, score=0.5, params={"score": 0.5}, name="bf-back-p25"),
     ],
 }
 
@@ -322,7 +328,7 @@ class CandidateDetector:
     ``CandidateDetector()(rgb)`` -> [Candidate], largest first. ``raw(rgb)`` -> the boxes of each
     pass before the merge (``{name: [(box, raw score)]}``, already in the common convention)."""
 
-    def __init__(self, passes="default", iou: float = 0.4, contain: float | None = 0.75, threads: int = 1):
+    def __init__(self, passes="default", iou: float = 0.4, contain: float | None = 0.5, threads: int = 1):
         if isinstance(passes, str):
             if passes not in PRESETS:
                 raise ValueError(f"unknown preset {passes!r}: one of {sorted(PRESETS)}")
