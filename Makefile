@@ -78,9 +78,15 @@ bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/bench.json -p no:cacheprovider -q
 	$(PY) -m benchmarks.report
 
-# Detection rate per yaw on multipie30's test identities (needs the data).
+# Face candidates (runtime/detectors.py): each detector pass on cfp400, Multi-PIE and samples/ (cached in
+# artifacts/det_eval/), then recall / extra boxes / combinations -> benchmarks/results/detection_rate.md,
+# and ms per 640x480 frame -> benchmarks/results/detection_timing.md.
+DET_PASSES ?= bf-short bf-short-p25 bf-short-p50 bf-full bf-full-p50 bf-back bf-back-p25 mtcnn mtcnn-p25 hog-s240-p25
 bench-detect: setup
-	$(PY) -m benchmarks.detection_rate
+	@for s in cfp400 multipie30 multipie137 samples; do \
+	  nice -n 10 $(PY) -m benchmarks.detection_rate collect --set $$s --passes $(DET_PASSES) || exit 1; done
+	$(PY) -m benchmarks.detection_rate report
+	$(PY) -m benchmarks.detection_rate timing
 
 clean:
 	rm -rf out artifacts/bench_models .pytest_cache

@@ -32,8 +32,6 @@ import csv
 import json
 import math
 import os
-import platform
-import random
 import sys
 import time
 import warnings
@@ -79,6 +77,7 @@ PASSES = {
     "hog-s240-p25": Pass("hog", min_side=240, max_side=640, pad=0.25, score=-0.5, params={"adjust": -0.5}),
     "hog-s320-p25": Pass("hog", min_side=320, max_side=640, pad=0.25, score=-0.5, params={"adjust": -0.5}),
     "mmod-s256-p25": Pass("mmod", min_side=256, max_side=256, pad=0.25),
+    "old-cascade": Pass("analyzer-cascade"),
     "lfd-p25": Pass("libfacedetection", max_side=640, pad=0.25, score=0.3),
     "lfd-s320-p25": Pass("libfacedetection", min_side=320, max_side=640, pad=0.25, score=0.3),
 }
@@ -367,7 +366,7 @@ def default_thresholds() -> dict:
     for name, p in PASSES.items():
         t[name] = {"blazeface-short": 0.5, "blazeface-full": 0.5, "blazeface-back": 0.5, "mtcnn": 0.7,
                    "haar-profile": 0.0, "haar-frontal": 0.0, "hog": 0.0, "mmod": 0.0,
-                   "libfacedetection": 0.5}[p.kind]
+                   "libfacedetection": 0.5, "analyzer-cascade": -99.0}[p.kind]
     return t
 
 

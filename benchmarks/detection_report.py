@@ -113,7 +113,7 @@ def report(a) -> int:
         k = R.pass_by_name(n).kind
         grid = {"mtcnn": [0.5, 0.7, 0.9], "hog": [-0.5, -0.25, 0.0, 0.25], "mmod": [0.0, 0.3, 0.6],
                 "haar-profile": [0.0, 0.5, 1.0], "haar-frontal": [0.0, 0.5, 1.0]}.get(k, [0.3, 0.4, 0.5, 0.6, 0.7])
-        if n not in full:
+        if n not in full or k == "analyzer-cascade":
             continue
         for t in grid:
             e = single(cfp, raws[n], t)
@@ -139,6 +139,14 @@ def report(a) -> int:
         for chosen, e in greedy(cfp, raws, thr, 0.4, start, pool, steps=min(6, len(pool) - 1)):
             res["combos"]["greedy:" + "+".join(chosen)] = e
             lines.append(fmt_row(" + ".join(chosen), e, kinds))
+        if "default" in combos:
+            for bump in ((0.6, 0.6), (0.65, 0.6)):
+                thrs = dict(combos["default"])
+                thrs["bf-short-p25"], thrs["bf-back-p25"] = bump
+                e = combo(cfp, raws, thrs, 0.4)
+                lines.append(fmt_row(f"preset `default` with BlazeFace short / back thresholds {bump[0]} / {bump[1]}", e, kinds))
+            e = combo(cfp, raws, combos["default"], 0.4, contain=None)
+            lines.append(fmt_row("preset `default` without folding boxes that lie half inside a stronger one", e, kinds))
         for iou in (0.3, 0.5):
             for cname, thrs in combos.items():
                 e = combo(cfp, raws, thrs, iou)

@@ -96,7 +96,7 @@ class LibFaceDetection:
 
 def make_backend(kind: str, threads: int = 1, **kw):
     """kind: blazeface-short | blazeface-full | blazeface-back | mtcnn | haar-profile | haar-frontal | hog | mmod
-    | libfacedetection (optional yuface wheel)."""
+    | libfacedetection (optional yuface wheel) | analyzer-cascade (FaceAnalyzer's HOG -> BlazeFace -> CNN)."""
     if kind.startswith("blazeface-"):
         from .blazeface import BlazeFace
 
@@ -115,6 +115,11 @@ def make_backend(kind: str, threads: int = 1, **kw):
         return DlibCnn(**kw)
     if kind == "libfacedetection":
         return LibFaceDetection(**kw)
+    if kind == "analyzer-cascade":  # FaceAnalyzer's detector before CandidateDetector, for comparison
+        from .detect import FaceAnalyzer
+
+        fa = FaceAnalyzer("cascade", threads=threads, **kw)
+        return lambda rgb: [(b, s) for b, s, _ in fa.detect(rgb)]
     raise ValueError(f"unknown detector backend {kind!r}")
 
 
