@@ -178,7 +178,7 @@ def collect(set_name: str, items: list[dict], pass_names: list[str], every: int 
         todo = [it for it in items if it["key"] not in done]
         if not todo:
             continue
-        runner = D._Runner(p, threads=1)
+        runner = D.PassRunner(p, threads=1)
         first = load_image(todo[0]["path"]).rgb
         runner(first)  # warm-up: lazy loads and first allocations are not timed
         t_save = time.time()

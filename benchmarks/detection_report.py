@@ -259,7 +259,7 @@ def timing(reps: int = 3) -> int:
     names = list(dict.fromkeys([p.name for ps in D.PRESETS.values() for p in ps] + TIMED))
     for n in names:
         try:
-            r = D._Runner(R.pass_by_name(n), threads=1)
+            r = D.PassRunner(R.pass_by_name(n), threads=1)
         except Exception as e:  # optional backend missing
             rows.append((n, None, None, str(e)))
             continue

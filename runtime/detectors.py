@@ -210,7 +210,9 @@ class Pass:
         self.name = self.name or self.kind
 
 
-class _Runner:
+class PassRunner:
+    """Runs one ``Pass``: view, backend (image and mirror), boxes mapped back to the photo."""
+
     def __init__(self, p: Pass, threads: int):
         self.p, self.backend = p, make_backend(p.kind, threads=threads, **p.params)
 
@@ -342,7 +344,7 @@ class CandidateDetector:
         if len(set(names)) != len(names):
             raise ValueError(f"pass names must be unique: {names}")
         self.passes, self.iou, self.contain = list(passes), iou, contain
-        self.runners = [_Runner(p, threads) for p in self.passes]
+        self.runners = [PassRunner(p, threads) for p in self.passes]
 
     def raw(self, rgb: np.ndarray) -> dict[str, list[tuple[np.ndarray, float]]]:
         return {r.p.name: [(square_fix(b, BOX_FIX.get(r.p.name, (0.0, 0.0, 1.0))), s) for b, s in r(rgb)]

@@ -63,10 +63,10 @@ CASES = {
 
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_backend_finds_faces(kind):
-    from runtime.detectors import Pass, _Runner
+    from runtime.detectors import Pass, PassRunner
 
     view, names = CASES[kind]
-    run = _Runner(Pass(kind, **view), threads=1)
+    run = PassRunner(Pass(kind, **view), threads=1)
     for name in names:
         rgb, truths = photo(name, 480)
         boxes = run(rgb)
