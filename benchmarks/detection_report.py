@@ -105,6 +105,8 @@ def report(a) -> int:
         e = single(cfp, raws[n], thr[n])
         res["single"][n] = e
         sub = "" if n in full else f" (every {round(len(cfp) / len(raws[n]))}th photo)"
+        if n == "old-cascade":
+            sub += " (FaceAnalyzer 'cascade' before the pose rework, main 19ac9cd: HOG, else BlazeFace, else dlib CNN)"
         lines.append(fmt_row(f"{n} (>= {thr[n]}){sub}", e, kinds))
     # threshold sweeps of the main passes
     lines += ["", "## Threshold sweeps (cfp400, full set where collected)", "",

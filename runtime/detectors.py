@@ -68,9 +68,9 @@ class DlibCnn:
     def __init__(self, upsample: int = 0):
         import dlib
 
-        from .detect import _dlib_models
+        from .detect import _dlib_cnn_path
 
-        self.det, self.upsample = dlib.cnn_face_detection_model_v1(_dlib_models()[1]), upsample
+        self.det, self.upsample = dlib.cnn_face_detection_model_v1(_dlib_cnn_path()), upsample
 
     def __call__(self, rgb):
         return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], float), float(d.confidence))
@@ -96,7 +96,7 @@ class LibFaceDetection:
 
 def make_backend(kind: str, threads: int = 1, **kw):
     """kind: blazeface-short | blazeface-full | blazeface-back | mtcnn | haar-profile | haar-frontal | hog | mmod
-    | libfacedetection (optional yuface wheel) | analyzer-cascade (FaceAnalyzer's HOG -> BlazeFace -> CNN)."""
+    | libfacedetection (optional yuface wheel) | analyzer-cascade (FaceAnalyzer.detect: HOG + BlazeFace)."""
     if kind.startswith("blazeface-"):
         from .blazeface import BlazeFace
 
@@ -115,10 +115,13 @@ def make_backend(kind: str, threads: int = 1, **kw):
         return DlibCnn(**kw)
     if kind == "libfacedetection":
         return LibFaceDetection(**kw)
-    if kind == "analyzer-cascade":  # FaceAnalyzer's detector before CandidateDetector, for comparison
+    if kind == "analyzer-cascade":  # FaceAnalyzer.detect's own detectors, for comparison (no pose network)
         from .detect import FaceAnalyzer
 
-        fa = FaceAnalyzer("cascade", threads=threads, **kw)
+        fa = FaceAnalyzer.__new__(FaceAnalyzer)  # detect() needs only the detector settings
+        fa.detector, fa.det_side, fa.min_det_side, fa.cnn_side = "auto", 640, 256, 256
+        fa._hog = fa._cnn = fa._blaze = None
+        fa._threads = threads
         return lambda rgb: [(b, s) for b, s, _ in fa.detect(rgb)]
     raise ValueError(f"unknown detector backend {kind!r}")
 
@@ -360,3 +363,7 @@ class CandidateDetector:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 HxWx3 image, got {rgb.dtype} {rgb.shape}")
         return self.merge_raw(self.raw(rgb))
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float, str]]:
+        """``FaceAnalyzer.detect``'s format: [(box, score, "+"-joined detector names)], largest first."""
+        return [(c.box, c.score, "+".join(c.detectors)) for c in self(rgb)]

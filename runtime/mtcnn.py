@@ -23,7 +23,6 @@ import numpy as np
 
 from .errors import ModelError
 
-ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 FILES = {"pnet": "mtcnn_pnet.tflite", "rnet": "mtcnn_rnet.tflite", "onet": "mtcnn_onet.tflite"}
 
 
@@ -88,13 +87,15 @@ class MTCNN:
     the 5 points (eyes, nose, mouth corners) of each returned box, (N, 5, 2)."""
 
     def __init__(self, min_face: int = 20, thresholds=(0.6, 0.7, 0.7), factor: float = 0.709,
-                 threads: int = 1, assets: str = ASSETS):
+                 threads: int = 1, assets: str | None = None):
         from ai_edge_litert.interpreter import Interpreter
+
+        from .assets import asset
 
         self.min_face, self.thresholds, self.factor = min_face, tuple(thresholds), factor
         self.nets = {}
         for name, f in FILES.items():
-            path = os.path.join(assets, f)
+            path = os.path.join(assets, f) if assets else asset(f)
             try:
                 it = Interpreter(model_path=path, num_threads=threads)
             except Exception as e:  # LiteRT raises ValueError/RuntimeError on missing or bad files
