@@ -2,11 +2,12 @@
 the canonical crop that every generator is trained and run on.
 
 The network (``training.posenet``, shipped as ``posenet.onnx``) looks at a square box around a
-face candidate, resampled to 96x96, and returns
+face candidate, resampled to 96x96, and returns (one vector: score logit, E, M, yaw bin logits)
 
 - ``score``: how sure it is that the box holds a face (verifies detector boxes);
-- ``yaw`` in degrees, -90 .. +90, positive = nose towards the image's right;
-- ``E`` and ``M``: the projected midpoints between the eye centres and between the mouth corners.
+- ``E`` and ``M``: the projected midpoints between the eye centres and between the mouth corners;
+- ``yaw`` in degrees, -90 .. +90, positive = nose towards the image's right (softmax expectation
+  over 15-degree classes).
 
 Both keypoints lie on the face's midline, so they exist at every yaw, and the canonical crop is
 framed on them: E at (64, 41.4) of a 128 px square and M 47.5 px straight below it, the square
@@ -30,6 +31,14 @@ CANON_SIZE = 128
 CANON_E_Y, CANON_EM = 41.4, 47.5  # in a 128 px canonical crop
 REFINE_SCALE = 1.25  # second-pass box = canonical square x this
 DET_SCALE = 1.7  # first-pass box = detector box side x this (a detector box spans ~brow..chin)
+YAW_BINS = tuple(range(-90, 91, 15))  # the network's yaw classes; the estimate is their softmax expectation
+
+
+def decode_yaw(logits: np.ndarray) -> np.ndarray:
+    """Yaw bin logits (..., 13) -> degrees (...)."""
+    z = np.asarray(logits, np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ np.asarray(YAW_BINS, np.float64)
 
 
 def box_affine(cx: float, cy: float, side: float, angle: float = 0.0, size: int = INPUT) -> np.ndarray:
@@ -123,9 +132,10 @@ class PoseNet:
         x = np.stack([crop(rgb, sq, INPUT) for sq in squares])
         y = self.sess.run(None, {self.inp: x})[0]
         out = []
-        for aff, v in zip(affs, y):
-            kp = apply(invert(aff), (v[2:6].reshape(2, 2) + 1) * INPUT / 2)
-            yaw = float(np.clip(v[1] * 90.0, -90.0, 90.0))
+        yaws = decode_yaw(y[:, 5:])
+        for aff, v, yaw in zip(affs, y, yaws):
+            kp = apply(invert(aff), (v[1:5].reshape(2, 2) + 1) * INPUT / 2)
+            yaw = float(yaw)
             score = float(1.0 / (1.0 + math.exp(-float(np.clip(v[0], -50, 50)))))
             out.append(Pose(kp[0], kp[1], yaw, score, canonical_square(kp[0], kp[1])))
         return out
