@@ -78,7 +78,8 @@ PASSES = {
     "hog-s320-p25": Pass("hog", min_side=320, max_side=640, pad=0.25, score=-0.5, params={"adjust": -0.5}),
     "mmod-s256-p25": Pass("mmod", min_side=256, max_side=256, pad=0.25),
     # Measured (artifacts/det_eval cache, benchmarks/results) with FaceAnalyzer("cascade") of main 19ac9cd:
-    # HOG, else BlazeFace short-range, else dlib CNN. Collected again it measures today's FaceAnalyzer.detect.
+    # HOG, else BlazeFace short-range, else dlib CNN. That code is gone: the stored figures stay for
+    # comparison; collecting this pass again fails ("unknown detector backend").
     "old-cascade": Pass("analyzer-cascade"),
     "lfd-p25": Pass("libfacedetection", max_side=640, pad=0.25, score=0.3),
     "lfd-s320-p25": Pass("libfacedetection", min_side=320, max_side=640, pad=0.25, score=0.3),

@@ -1,7 +1,8 @@
 """Face detection, pose and the canonical crop: ``FaceAnalyzer``.
 
-1. Candidate boxes (``detect``): every detector's boxes, merged with OpenCV's NMS (a detector that
-   finds something does not hide what the others find).
+1. Candidate boxes (``detect``, ``runtime.detectors.CandidateDetector``): every detector's boxes,
+   at the scales and paddings measured best, merged with OpenCV's NMS (a detector that finds
+   something does not hide what the others find).
 2. The pose network (``runtime.pose``) reads each candidate in two passes: face score, yaw and the
    two framing keypoints (eye midpoint E, mouth midpoint M). Candidates it does not take for a
    face (score < ``min_score``) are dropped, which removes most detector false alarms; candidates
@@ -59,86 +60,26 @@ def _dlib_cnn_path() -> str:
     return os.path.join(list(spec.submodule_search_locations)[0], "models", "mmod_human_face_detector.dat")
 
 
-def nms_merge(found: list[tuple[np.ndarray, float, str]], iou: float = 0.3) -> list[tuple[np.ndarray, float, str]]:
-    """Boxes of several detectors -> one box per object (cv2.dnn.NMSBoxes); each kept box lists,
-    '+'-joined, the detectors whose boxes it absorbed."""
-    if not found:
-        return []
-    rects = [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b, _, _ in found]
-    scores = [float(s) for _, s, _ in found]
-    keep = cv2.dnn.NMSBoxes(rects, scores, 0.0, iou)
-    keep = [int(k) for k in np.asarray(keep).reshape(-1)]
-    boxes = np.array([b for b, _, _ in found], float)
-    out = []
-    for k in keep:
-        b = boxes[k]
-        ix = np.clip(np.minimum(b[2], boxes[:, 2]) - np.maximum(b[0], boxes[:, 0]), 0, None)
-        iy = np.clip(np.minimum(b[3], boxes[:, 3]) - np.maximum(b[1], boxes[:, 1]), 0, None)
-        inter = ix * iy
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        ov = inter / (area[k] + area - inter + 1e-9)
-        names = sorted({found[j][2] for j in np.where(ov > iou)[0]} | {found[k][2]})
-        out.append((b, scores[k], "+".join(names)))
-    return out
-
-
 class FaceAnalyzer:
-    DETECTORS = ("auto", "hog", "blazeface", "cnn")
+    """``detector``: a ``runtime.detectors.PRESETS`` name: ``default`` (BlazeFace short, back-camera and
+    full-range, MTCNN; for photos) or ``fast`` (the two BlazeFace passes; the camera loop)."""
 
-    def __init__(self, detector: str = "auto", crop_size: int = 128, det_side: int = 640, min_det_side: int = 256,
-                 cnn_side: int = 256, min_face: int = 24, threads: int = 2, pose_model: str | None = None,
-                 min_score: float = MIN_SCORE, **_legacy):
-        if detector == "cascade":
-            detector = "auto"
-        if detector not in self.DETECTORS:
-            raise ValueError(f"detector must be one of {self.DETECTORS}")
+    DETECTORS = ("default", "fast")
+
+    def __init__(self, detector: str = "default", crop_size: int = 128, min_face: int = 24, threads: int = 2,
+                 pose_model: str | None = None, min_score: float = MIN_SCORE):
+        from .detectors import PRESETS, CandidateDetector
+
+        detector = {"auto": "default", "cascade": "default"}.get(detector, detector)
+        if detector not in PRESETS:
+            raise ValueError(f"detector must be one of {sorted(PRESETS)}")
         self.detector, self.crop_size, self.min_face, self.min_score = detector, crop_size, min_face, min_score
-        self.det_side, self.min_det_side, self.cnn_side = det_side, min_det_side, cnn_side
+        self.candidates = CandidateDetector(detector, threads=1)
         self.pose = PoseNet(pose_model or asset("posenet.onnx"), threads)
-        self._hog = self._cnn = self._blaze = None
-        self._threads = threads
-
-    # -- detectors, each on an RGB image, returning [(box, score)] in that image's pixels --
-    def _run_hog(self, img):
-        if self._hog is None:
-            import dlib
-
-            self._hog = dlib.get_frontal_face_detector()
-        dets, scores, _ = self._hog.run(img, 0, 0.0)
-        return [(np.array([d.left(), d.top(), d.right(), d.bottom()], float), float(s)) for d, s in zip(dets, scores)]
-
-    def _run_blazeface(self, img):
-        if self._blaze is None:
-            from .blazeface import BlazeFace
-
-            self._blaze = BlazeFace(threads=self._threads)
-        return list(self._blaze(img))
-
-    def _run_cnn(self, img):
-        if self._cnn is None:
-            import dlib
-
-            self._cnn = dlib.cnn_face_detection_model_v1(_dlib_cnn_path())
-        f = min(1.0, self.cnn_side / max(img.shape[:2]))
-        small = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else img
-        dets = self._cnn(small, 0)
-        return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], float) / f,
-                 float(d.confidence)) for d in dets]
 
     def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float, str]]:
-        """Candidate boxes in ``rgb``'s pixels (all detectors merged), largest first."""
-        h, w = rgb.shape[:2]
-        long_side = max(h, w)
-        f = min(self.det_side, max(self.min_det_side, long_side)) / long_side
-        size = (max(1, round(w * f)), max(1, round(h * f)))
-        img = rgb if abs(f - 1) < 1e-6 else cv2.resize(
-            rgb, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-        names = ("hog", "blazeface") if self.detector == "auto" else (self.detector,)
-        found = []
-        for name in names:
-            found += [(b / f, s, name) for b, s in getattr(self, f"_run_{name}")(img)]
-        out = nms_merge(found)
-        return sorted(out, key=lambda t: -(t[0][2] - t[0][0]))
+        """Candidate boxes [(box, score, '+'-joined detectors)] in ``rgb``'s pixels, largest first."""
+        return self.candidates.detect(rgb)
 
     def analyze(self, rgb: np.ndarray, max_faces: int | None = None) -> tuple[list[Face], list[str]]:
         """All faces (largest first) and notes about candidates that were dropped."""

@@ -96,7 +96,7 @@ class LibFaceDetection:
 
 def make_backend(kind: str, threads: int = 1, **kw):
     """kind: blazeface-short | blazeface-full | blazeface-back | mtcnn | haar-profile | haar-frontal | hog | mmod
-    | libfacedetection (optional yuface wheel) | analyzer-cascade (FaceAnalyzer.detect: HOG + BlazeFace)."""
+    | libfacedetection (optional yuface wheel)."""
     if kind.startswith("blazeface-"):
         from .blazeface import BlazeFace
 
@@ -115,14 +115,6 @@ def make_backend(kind: str, threads: int = 1, **kw):
         return DlibCnn(**kw)
     if kind == "libfacedetection":
         return LibFaceDetection(**kw)
-    if kind == "analyzer-cascade":  # FaceAnalyzer.detect's own detectors, for comparison (no pose network)
-        from .detect import FaceAnalyzer
-
-        fa = FaceAnalyzer.__new__(FaceAnalyzer)  # detect() needs only the detector settings
-        fa.detector, fa.det_side, fa.min_det_side, fa.cnn_side = "auto", 640, 256, 256
-        fa._hog = fa._cnn = fa._blaze = None
-        fa._threads = threads
-        return lambda rgb: [(b, s) for b, s, _ in fa.detect(rgb)]
     raise ValueError(f"unknown detector backend {kind!r}")
 
 

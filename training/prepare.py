@@ -195,7 +195,7 @@ def plot_per_yaw(rep: dict) -> bytes:
 
 
 def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = None, workers: int = 1,
-            detector: str = "auto", size: int = 128, min_face: int = 24, manifest: bool = True,
+            detector: str = "default", size: int = 128, min_face: int = 24, manifest: bool = True,
             retry_failed: bool = False, progress: bool = True) -> dict:
     """Crop every image of ``src`` into ``dst``; returns the report dict (also written to ``dst``)."""
     from tqdm import tqdm
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
                     help="file naming, for the yaw of each image and the manifest")
     ap.add_argument("--pattern", help="regex for --scheme generic, named groups id, yaw (and key)")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="processes")
-    ap.add_argument("--detector", choices=["auto", "hog", "blazeface", "cnn"], default="auto")
+    ap.add_argument("--detector", choices=["default", "fast"], default="default")
     ap.add_argument("--size", type=int, default=128, help="crop side in pixels")
     ap.add_argument("--min-face", type=int, default=24, help="smaller detected faces are skipped (px)")
     ap.add_argument("--retry-failed", action="store_true", help="retry files that failed in an earlier run")
