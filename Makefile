@@ -8,7 +8,7 @@ export FRONTALIZE_DATA := $(abspath $(DATA))
 # dlib's face recognition ResNet as TF.js weights (npm, 6 MB): the identity loss of training/identity.py.
 FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 
-.PHONY: setup demo test test-python test-browser train manifest export bench eval android-demo clean
+.PHONY: setup demo test test-python test-browser train manifest crops pose-labels posenet export bench eval android-demo clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -45,6 +45,24 @@ android_demo/node_modules/.package-lock.json: android_demo/package-lock.json
 android-demo: setup android_demo/node_modules/.package-lock.json
 	$(PY) android_demo/build.py
 	node android_demo/serve.mjs android_demo/dist 8080
+
+# The geo generator's data: every image of the three sets cropped by the runtime's own pipeline
+# (training.prepare: candidates -> pose network -> canonical crop), then joined (training.pooled).
+CROPS ?= artifacts/crops
+crops: setup
+	$(PY) -m training.prepare $(DATA)/multipie30 $(CROPS)/multipie30 --no-manifest --workers 2
+	$(PY) -m training.prepare $(DATA)/multipie137 $(CROPS)/multipie137 --no-manifest --workers 2
+	$(PY) -m training.prepare $(DATA)/cfp400/Data/Images $(CROPS)/cfp400 --no-manifest --workers 2
+	$(PY) -m training.pooled --crops $(CROPS) --data $(DATA) --out artifacts/pooled.json
+
+# Labels of the pose network (dlib 68 points on near-frontal views, multipie137's alignment, CFP's
+# fiducials) and the network itself (runtime/assets/posenet.onnx ships the result).
+pose-labels: setup
+	$(PY) -m training.pose_labels --data $(DATA) --out artifacts/pose_labels.json
+
+posenet: pose-labels
+	$(PY) -m training.posenet --labels artifacts/pose_labels.json --out runs/posenet --resume
+	$(PY) -m training.posenet --out runs/posenet --export runtime/assets/posenet.onnx
 
 manifest: setup
 	$(PY) -m training.datasets $(DATA)/multipie30 --out $(MANIFEST)
