@@ -4,17 +4,22 @@
 - BlazeFace short range: MediaPipe's tflite from the @mediapipe/face_detection npm package,
   converted to ONNX with tf2onnx (checked against LiteRT on the same input) so that one
   runtime, onnxruntime-web, runs both models;
-- the generator: models/edge_generator.onnx (the shipped model) or, when absent, a freshly
-  built training.models.edge_generator() (random weights) exported with export.convert;
-  its metadata ("frontalize" in the ONNX metadata_props) goes to models/model.json;
+- the pose network: runtime/assets/posenet.onnx (the runtime's own file);
+- the generator: runtime/assets/frontalizer.onnx (the shipped model) or, when absent, a freshly
+  built training.models.geo_generator() (untrained: its geometric stage alone) exported with
+  export.convert;
+- models/model.json: both models' metadata ("frontalize" in their ONNX metadata_props), plus the
+  crop pipeline's constants read from runtime.pose and runtime.detect (pass scales, canonical
+  spots, face-score threshold, merge IoU, smallest face), so the browser never hard-codes them;
 - PNG icons drawn with PIL, the manifest, and sw.js with the list of every file to cache.
 
-    .venv/bin/python android_demo/build.py [--out android_demo/dist] [--model PATH]
+    .venv/bin/python android_demo/build.py [--out android_demo/dist] [--model PATH] [--pose PATH]
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -28,13 +33,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from runtime import pose as pose_rules  # noqa: E402
+from runtime.detect import MERGE_IOU, MIN_SCORE, FaceAnalyzer  # noqa: E402
 from runtime.errors import FrontalizeError, ModelError  # noqa: E402
 from runtime.model_meta import read_meta  # noqa: E402
+from runtime.pipeline import CROP_RULE  # noqa: E402
 
 NODE = os.path.join(HERE, "node_modules")
 ORT_FILES = ["ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm"]
 BLAZE_TFLITE = os.path.join(NODE, "@mediapipe", "face_detection", "face_detection_short_range.tflite")
-SHIPPED = os.path.join(ROOT, "models", "edge_generator.onnx")
+ASSETS = os.environ.get("FRONTALIZE_ASSETS") or os.path.join(ROOT, "runtime", "assets")
+SHIPPED = os.path.join(ASSETS, "frontalizer.onnx")
+POSENET = os.path.join(ASSETS, "posenet.onnx")
+# the code that defines the untrained fallback generator (its export is cached on their hash)
+GEO_SOURCES = [os.path.join(ROOT, *p) for p in (("training", "models.py"), ("training", "face_prior.py"),
+                                                ("training", "assets", "mean_face_mesh.npy"), ("export", "convert.py"))]
 CACHE = os.path.join(ROOT, "build", "android_demo")  # conversions reused between builds
 
 
@@ -83,25 +96,43 @@ def generator_onnx(model: str | None) -> tuple[str, str]:
     if model:
         return model, os.path.relpath(model, ROOT)
     if os.path.exists(SHIPPED):
-        return SHIPPED, "models/edge_generator.onnx"
-    out = os.path.join(CACHE, "edge_random", "edge.onnx")
+        return SHIPPED, os.path.relpath(SHIPPED, ROOT)
+    key = hashlib.sha256("".join(sha256(p) for p in GEO_SOURCES).encode()).hexdigest()[:12]
+    out = os.path.join(CACHE, f"geo_untrained_{key}", "geo.onnx")
     if not os.path.exists(out):
-        print("models/edge_generator.onnx absent: exporting a fresh edge_generator() (random weights)")
+        print(f"{os.path.relpath(SHIPPED, ROOT)} absent: exporting a fresh geo_generator() (untrained)")
         import keras
 
         from export.convert import export_model
         from runtime.model_meta import default_meta, write_sidecar
-        from training.models import edge_generator
+        from training.models import geo_generator
 
         keras.utils.set_random_seed(0)
         with tempfile.TemporaryDirectory() as tmp:
             kpath = os.path.join(tmp, "generator.keras")
-            edge_generator().save(kpath)
-            write_sidecar(kpath, default_meta("edge"))
+            geo_generator().save(kpath)
+            write_sidecar(kpath, default_meta("geo"))
             got = export_model(kpath, ["onnx"], os.path.dirname(out))["onnx"]
         if os.path.abspath(got) != os.path.abspath(out):
             os.replace(got, out)
-    return out, "edge_generator() with random weights (no models/edge_generator.onnx yet)"
+    return out, "geo_generator() untrained: its geometric frontal only (no runtime/assets/frontalizer.onnx yet)"
+
+
+def analyzer_default(name: str):
+    """A FaceAnalyzer keyword's default (the detector's working size, the smallest face)."""
+    return inspect.signature(FaceAnalyzer.__init__).parameters[name].default
+
+
+def pose_info(path: str) -> dict:
+    """The pose network's metadata plus the crop pipeline's constants, for src/pose.js."""
+    meta = read_meta(path)
+    if meta.get("model") != "posenet" or meta.get("input_size") != pose_rules.INPUT or len(meta.get("outputs", ())) != 6:
+        raise ModelError(f"{path}: not the pose network runtime/pose.py reads ({meta})")
+    return {**meta, "file": "posenet.onnx", "source": os.path.relpath(path, ROOT), "sha256": sha256(path),
+            "input": pose_rules.INPUT, "canon_size": pose_rules.CANON_SIZE, "canon_e_y": pose_rules.CANON_E_Y,
+            "canon_em": pose_rules.CANON_EM, "refine_scale": pose_rules.REFINE_SCALE, "det_scale": pose_rules.DET_SCALE,
+            "min_score": MIN_SCORE, "merge_iou": MERGE_IOU,
+            "min_face": analyzer_default("min_face")}
 
 
 def draw_icon(size: int, maskable: bool) -> "Image.Image":
@@ -131,7 +162,7 @@ def draw_icon(size: int, maskable: bool) -> "Image.Image":
     return im.resize((size, size), Image.LANCZOS)
 
 
-def build(out: str, model: str | None) -> dict:
+def build(out: str, model: str | None, pose: str | None = None) -> dict:
     for f in ORT_FILES:
         if not os.path.exists(os.path.join(NODE, "onnxruntime-web", "dist", f)):
             raise ModelError(f"onnxruntime-web is not installed: run `npm ci` in {HERE}")
@@ -139,7 +170,14 @@ def build(out: str, model: str | None) -> dict:
     gen, source = generator_onnx(model)
     meta = read_meta(gen)
     if meta.get("model") == "cvae":
-        raise ModelError(f"{gen}: the demo runs single-input generators, not cvae")
+        raise ModelError(f"{gen}: the demo does not run the cvae (one-hot yaw input)")
+    if meta.get("crop_rule") != CROP_RULE:
+        raise ModelError(f"{gen}: trained on '{meta.get('crop_rule')}' crops; the demo frames faces '{CROP_RULE}' "
+                         "(runtime.pose), like the Python runtime")
+    pose = pose or POSENET
+    if not os.path.exists(pose):
+        raise ModelError(f"{pose}: pose network missing (runtime/assets/posenet.onnx, or --pose)")
+    pinfo = pose_info(pose)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".dist-", dir=parent)
@@ -154,8 +192,12 @@ def build(out: str, model: str | None) -> dict:
             shutil.copy2(os.path.join(NODE, "onnxruntime-web", "dist", f), os.path.join(tmp, "ort", f))
         os.makedirs(os.path.join(tmp, "models"))
         shutil.copy2(blaze, os.path.join(tmp, "models", "blazeface.onnx"))
-        shutil.copy2(gen, os.path.join(tmp, "models", "edge_generator.onnx"))
-        info = {**meta, "file": "edge_generator.onnx", "source": source, "sha256": sha256(gen)}
+        shutil.copy2(gen, os.path.join(tmp, "models", "frontalizer.onnx"))
+        shutil.copy2(pose, os.path.join(tmp, "models", "posenet.onnx"))
+        info = {"generator": {**meta, "file": "frontalizer.onnx", "source": source, "sha256": sha256(gen)},
+                "pose": pinfo,
+                "detector": {"file": "blazeface.onnx", "source": os.path.relpath(BLAZE_TFLITE, HERE) + " (tf2onnx)",
+                             "det_side": analyzer_default("det_side"), "min_det_side": analyzer_default("min_det_side")}}
         with open(os.path.join(tmp, "models", "model.json"), "w") as f:
             json.dump(info, f, indent=1)
         os.makedirs(os.path.join(tmp, "icons"))
@@ -183,11 +225,12 @@ def build(out: str, model: str | None) -> dict:
 def main():
     ap = argparse.ArgumentParser(description="Build the offline web demo (android_demo/dist).")
     ap.add_argument("--out", default=os.path.join(HERE, "dist"))
-    ap.add_argument("--model", help="generator ONNX to ship (default: models/edge_generator.onnx, "
-                                    "else a random-weights export)")
+    ap.add_argument("--model", help="generator ONNX to ship (default: runtime/assets/frontalizer.onnx, "
+                                    "else an untrained geo_generator export)")
+    ap.add_argument("--pose", help="pose network ONNX (default: runtime/assets/posenet.onnx)")
     args = ap.parse_args()
     try:
-        build(args.out, args.model)
+        build(args.out, args.model, args.pose)
     except FrontalizeError as e:
         sys.exit(f"error: {e}")
 

@@ -1,23 +1,27 @@
-// Face frontalization in the browser: BlazeFace (ONNX, converted from MediaPipe's tflite at
-// build time) finds the face, the calibrated square is cropped, the edge generator predicts
-// the frontal view. Both models run on onnxruntime-web: WebGPU where there is an adapter,
-// WASM otherwise. Everything is served from this origin (and cached by sw.js): no CDN.
+// Face frontalization in the browser, the Python runtime's pipeline (runtime/detect.py):
+// BlazeFace candidates -> the pose network in two passes (face score, yaw, eye and mouth
+// midpoints) -> faces with score >= min_score, merged -> the canonical eye-mouth crop -> the
+// generator, fed each face's yaw. All three models run on onnxruntime-web: WebGPU where there
+// is an adapter, WASM otherwise. Everything is served from this origin (and cached by sw.js).
 import * as ort from './ort/ort.webgpu.min.mjs';
 import { decode, preprocess } from './blazeface.js';
-import { cropSquare, outputToRgba, roiFromBlazeFace, toInput } from './crop.js';
+import { outputToRgba, rgbToRgba, toInput } from './crop.js';
+import { crop, facesFromBoxes, imageFromRgba, refine, runPoseNet, squareCorners } from './pose.js';
 
 const $ = (id) => document.getElementById(id);
 const els = {
-  status: $('status'), backend: $('backend'), video: $('video'), preview: $('preview'),
-  crop: $('crop'), frontal: $('frontal'), result: $('result'), info: $('model-info'),
-  start: $('start'), switch: $('switch'), stop: $('stop'), take: $('take'), upload: $('upload'),
+  status: $('status'), backend: $('backend'), video: $('video'), preview: $('preview'), faces: $('faces'),
+  result: $('result'), info: $('model-info'), start: $('start'), switch: $('switch'), stop: $('stop'),
+  take: $('take'), upload: $('upload'),
 };
-const scratch = { det: document.createElement('canvas'), crop: document.createElement('canvas') };
-const STAGES = ['detect', 'crop', 'generator', 'total'];
+const scratch = { det: document.createElement('canvas'), frame: document.createElement('canvas') };
+const STAGES = ['detect', 'pose', 'crop', 'generator', 'total'];
 const stats = { frames: 0, faces: 0, ms: Object.fromEntries(STAGES.map((s) => [s, []])) };
 window.__stats = stats;
+const MAX_CANDIDATES = 8; // BlazeFace boxes handed to the pose network, best first
+const MAX_FACES = { photo: 4, camera: 1 };
 
-let detector, generator, meta, calib, ep;
+let detector, posenet, generator, meta, P, D, ep;
 let stream = null, facing = 'user', running = false, busy = Promise.resolve();
 
 function setStatus(text, state) {
@@ -50,37 +54,63 @@ async function createSession(url, providers) {
 async function load() {
   ort.env.wasm.wasmPaths = new URL('./ort/', location.href).href; // local files, never a CDN
   ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
-  [meta, calib] = await Promise.all(['models/model.json', 'crop_calibration.json'].map((u) => fetch(u).then((r) => r.json())));
+  const models = await fetch('models/model.json').then((r) => r.json());
+  meta = models.generator;
+  P = models.pose;
+  D = models.detector;
   const providers = await chooseProviders();
-  let gp;
-  [detector] = await createSession('models/blazeface.onnx', providers);
-  [generator, gp] = await createSession(`models/${meta.file}`, providers);
-  ep = gp;
+  setStatus('Loading the face detector…');
+  [detector] = await createSession(`models/${D.file}`, providers);
+  setStatus('Loading the pose network…');
+  [posenet] = await createSession(`models/${P.file}`, providers);
+  setStatus('Loading the frontalizer…');
+  [generator, ep] = await createSession(`models/${meta.file}`, providers);
   els.backend.textContent = `${ep.toUpperCase()}${ep === 'wasm' ? ` ×${ort.env.wasm.numThreads}` : ''}`;
-  els.info.textContent = `model: ${meta.model} (${meta.source}), input ${meta.input_size}px, ` +
-    `crop scale ${meta.crop_scale}, shift ${meta.crop_shift_y}; detector: BlazeFace short range`;
+  els.info.textContent = `generator: ${meta.model} (${meta.source}), ${meta.input_size} px ${meta.crop_rule} crop` +
+    `${meta.yaw_input ? ', yaw input' : ''}; pose network: ${P.source}; detector: BlazeFace short range`;
 }
 
-// Generator on an RGB uint8 crop -> model-range float32 output (NHWC, batch 1).
-async function runGenerator(rgb) {
-  const s = meta.input_size;
-  const x = new ort.Tensor('float32', toInput(rgb, meta.input_range), [1, s, s, 3]);
-  const out = await generator.run({ [generator.inputNames[0]]: x });
-  return out[generator.outputNames[0]].getData ? await out[generator.outputNames[0]].getData()
-    : out[generator.outputNames[0]].data;
+// Generator on N canonical crops (RGB uint8, N*s*s*3) and their yaws -> model-range float32
+// output (NHWC).
+async function runGenerator(rgb, yaws) {
+  const s = meta.input_size, n = yaws.length;
+  const [imageName, yawName] = meta.inputs || generator.inputNames;
+  const feeds = { [imageName]: new ort.Tensor('float32', toInput(rgb, meta.input_range), [n, s, s, 3]) };
+  if (meta.yaw_input === 'degrees') feeds[yawName] = new ort.Tensor('float32', Float32Array.from(yaws), [n, 1]);
+  const out = (await generator.run(feeds))[generator.outputNames[0]];
+  return out.getData ? await out.getData() : out.data;
 }
 
-// Detect + crop on any drawable (video, ImageBitmap, canvas) of the given size.
-async function analyze(source, width, height) {
+// The frame's pixels at full resolution (what the pose network and the crop read).
+function framePixels(source, width, height) {
+  const c = scratch.frame;
+  if (c.width !== width || c.height !== height) { c.width = width; c.height = height; }
+  const ctx = c.getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(source, 0, 0, width, height);
+  return imageFromRgba(ctx.getImageData(0, 0, width, height).data, width, height);
+}
+
+// detect -> pose (2 passes) -> canonical crops, on a drawable (video, ImageBitmap, canvas) or,
+// with `img` given, on those pixels.
+async function analyze(source, width, height, maxFaces, img = null) {
   const t0 = performance.now();
-  const { tensor, side } = preprocess(source, width, height, scratch.det);
+  img ??= framePixels(source, width, height);
+  const { tensor, side, f } = preprocess(img, source, scratch.det, D);
   const out = await detector.run({ [detector.inputNames[0]]: new ort.Tensor('float32', tensor, [1, 128, 128, 3]) });
-  const dets = decode(out.regressors.data, out.classificators.data, side);
+  const dets = decode(out.regressors.data, out.classificators.data, side).slice(0, MAX_CANDIDATES)
+    .map((d) => ({ ...d, box: d.box.map((v) => v / f), keypoints: d.keypoints.map(([x, y]) => [x / f, y / f]) }));
   const t1 = performance.now();
-  if (!dets.length) return { dets, ms: { detect: t1 - t0 } };
-  const roi = roiFromBlazeFace(dets[0], calib, meta.crop_scale, meta.crop_shift_y);
-  const crop = cropSquare(source, roi, meta.input_size, scratch.crop);
-  return { dets, roi, crop, ms: { detect: t1 - t0, crop: performance.now() - t1 } };
+  const ms = { detect: t1 - t0 };
+  if (!dets.length) return { dets, faces: [], candidates: [], ms };
+  const { faces: all, candidates } = await facesFromBoxes(ort, posenet, img, dets.map((d) => d.box), P);
+  const faces = all.slice(0, maxFaces);
+  const t2 = performance.now();
+  ms.pose = t2 - t1;
+  const s = meta.input_size;
+  const crops = new Uint8Array(faces.length * s * s * 3);
+  faces.forEach((f, i) => crop(img, f.square, s, crops, i * s * s * 3));
+  ms.crop = performance.now() - t2;
+  return { dets, faces, candidates, crops, ms };
 }
 
 function record(ms) {
@@ -95,49 +125,79 @@ function record(ms) {
   }
 }
 
+// Detector boxes (orange), candidates the pose network rejected (dashed red), each face's
+// canonical crop square (green, turned with the face) with its eye and mouth midpoints.
 function drawPreview(source, width, height, a) {
   const c = els.preview;
   c.width = width;
   c.height = height;
   const ctx = c.getContext('2d');
   ctx.drawImage(source, 0, 0, width, height);
-  ctx.lineWidth = Math.max(2, width / 200);
-  for (const d of a.dets.slice(0, 1)) {
-    ctx.strokeStyle = '#ffb000';
-    ctx.strokeRect(d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]);
-    ctx.fillStyle = '#00e0ff';
-    for (const [x, y] of d.keypoints) ctx.fillRect(x - ctx.lineWidth, y - ctx.lineWidth, 2 * ctx.lineWidth, 2 * ctx.lineWidth);
-  }
-  if (a.roi) {
+  const lw = Math.max(2, width / 250);
+  ctx.lineWidth = lw;
+  ctx.strokeStyle = '#ffb000';
+  for (const d of a.dets) ctx.strokeRect(d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]);
+  const poly = (sq) => { ctx.beginPath(); squareCorners(sq).forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.closePath(); ctx.stroke(); };
+  ctx.setLineDash([3 * lw, 2 * lw]);
+  ctx.strokeStyle = '#ff4040';
+  for (const p of a.candidates) if (p.score < P.min_score) poly(p.square);
+  ctx.setLineDash([]);
+  ctx.font = `${Math.round(6 * lw)}px system-ui, sans-serif`;
+  a.faces.forEach((f, i) => {
     ctx.strokeStyle = '#30ff60';
-    ctx.strokeRect(a.roi[0], a.roi[1], a.roi[2] - a.roi[0], a.roi[3] - a.roi[1]);
-  }
+    poly(f.square);
+    ctx.fillStyle = '#00e0ff';
+    for (const [x, y] of [f.E, f.M]) { ctx.beginPath(); ctx.arc(x, y, 1.5 * lw, 0, 2 * Math.PI); ctx.fill(); }
+    const [x0, y0] = squareCorners(f.square).reduce(([mx, my], [x, y]) => [Math.min(mx, x), Math.min(my, y)], [Infinity, Infinity]);
+    ctx.fillStyle = '#30ff60';
+    ctx.fillText(`${i + 1}: yaw ${f.yaw >= 0 ? '+' : ''}${f.yaw.toFixed(0)}°`, x0, Math.max(6 * lw, y0 - lw));
+  });
 }
 
-async function frontalize(source, width, height) {
+function showFaces(a, y) {
+  const s = meta.input_size, n = s * s * 3;
+  els.faces.replaceChildren(...a.faces.map((f, i) => {
+    const row = document.createElement('div');
+    row.className = 'pair';
+    const fig = (cls, caption, rgba) => {
+      const figure = document.createElement('figure');
+      const canvas = Object.assign(document.createElement('canvas'), { width: s, height: s, className: cls });
+      canvas.getContext('2d').putImageData(new ImageData(rgba, s, s), 0, 0);
+      const cap = document.createElement('figcaption');
+      cap.textContent = caption;
+      figure.append(canvas, cap);
+      return figure;
+    };
+    const label = `${a.faces.length > 1 ? `${i + 1}: ` : ''}yaw ${f.yaw >= 0 ? '+' : ''}${f.yaw.toFixed(0)}°, face score ${f.score.toFixed(2)}`;
+    row.append(fig('crop', `input crop (${label})`, rgbToRgba(a.crops.subarray(i * n, (i + 1) * n))),
+      fig('frontal', 'predicted frontal', outputToRgba(y.subarray(i * n, (i + 1) * n), meta.output_range)));
+    return row;
+  }));
+}
+
+async function frontalize(source, width, height, mode, img = null) {
   const t0 = performance.now();
-  const a = await analyze(source, width, height);
+  const a = await analyze(source, width, height, MAX_FACES[mode], img);
   drawPreview(source, width, height, a);
   stats.frames++;
-  if (!a.crop) {
+  if (!a.faces.length) {
     els.result.dataset.face = 'no';
+    els.faces.replaceChildren();
     record(a.ms);
-    setStatus('No face found: face the camera, or try another photo.');
+    setStatus(a.dets.length ? `No face: ${a.dets.length} candidate box(es), none looked like a face to the pose network.`
+      : 'No face found: face the camera, or try another photo.');
     return a;
   }
   const t1 = performance.now();
-  const y = await runGenerator(a.crop);
+  const y = await runGenerator(a.crops, a.faces.map((f) => f.yaw));
   a.ms.generator = performance.now() - t1;
-  const s = meta.input_size;
-  const rgba = new Uint8ClampedArray(s * s * 4);
-  for (let i = 0; i < s * s; i++) rgba.set([a.crop[3 * i], a.crop[3 * i + 1], a.crop[3 * i + 2], 255], 4 * i);
-  els.crop.getContext('2d').putImageData(new ImageData(rgba, s, s), 0, 0);
-  els.frontal.getContext('2d').putImageData(new ImageData(outputToRgba(y, meta.output_range), s, s), 0, 0);
+  showFaces(a, y);
   a.ms.total = performance.now() - t0;
   record(a.ms);
   stats.faces++;
   els.result.dataset.face = 'yes';
-  setStatus(`Face found (score ${a.dets[0].score.toFixed(2)}).`);
+  els.result.dataset.count = a.faces.length;
+  setStatus(a.faces.length > 1 ? `${a.faces.length} faces found.` : `Face found (yaw ${a.faces[0].yaw.toFixed(0)}°).`);
   return a;
 }
 
@@ -147,7 +207,7 @@ const serial = (fn) => (busy = busy.then(fn, fn));
 async function loop() {
   if (!running) return;
   const v = els.video;
-  if (v.readyState >= 2 && v.videoWidth) await serial(() => frontalize(v, v.videoWidth, v.videoHeight));
+  if (v.readyState >= 2 && v.videoWidth) await serial(() => frontalize(v, v.videoWidth, v.videoHeight, 'camera'));
   requestAnimationFrame(loop);
 }
 
@@ -187,24 +247,38 @@ async function onFile(ev) {
     return;
   }
   els.preview.classList.remove('mirror');
-  await serial(() => frontalize(bmp, bmp.width, bmp.height));
+  await serial(() => frontalize(bmp, bmp.width, bmp.height, 'photo'));
   document.body.dataset.state = 'photo';
   ev.target.value = '';
 }
 
-// Test hooks (used by tests/app.test.mjs): the same crop through the browser as through Python.
-window.__frontalizeCrop = async (rgb) => Array.from(await serial(() => runGenerator(Uint8Array.from(rgb))));
+// ---- test hooks (tests/app.test.mjs): the browser's stages on inputs the Python runtime also sees.
+let testImage = null; // { img, bmp }: RGB bytes from the test, as pixels and as a drawable
+window.__setImage = async (b64, width, height) => {
+  const rgb = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const rgba = rgbToRgba(rgb);
+  testImage = { img: imageFromRgba(rgba, width, height), bmp: await createImageBitmap(new ImageData(rgba, width, height)) };
+};
+// The pose network on input squares (cx, cy, side, angle): its 96x96 inputs and raw output rows.
+window.__poseOnSquares = async (squares) => {
+  const r = await serial(() => runPoseNet(ort, posenet, testImage.img, squares, P));
+  return { input: Array.from(r.input), rows: r.rows };
+};
+// The two passes from given detector boxes (no detector): the faces' poses, whatever their score.
+window.__refine = async (boxes) => (await serial(() => refine(ort, posenet, testImage.img, boxes, P))).map((p) => ({ ...p }));
+window.__cropSquare = (square, size) => Array.from(crop(testImage.img, square, size));
+window.__frontalizeCrop = async (rgb, yaw) => Array.from(await serial(() => runGenerator(Uint8Array.from(rgb), [yaw])));
+window.__detectorInput = () => Array.from(preprocess(testImage.img, testImage.bmp, scratch.det, D).tensor);
 window.__runDetector = async (x) => {
   const out = await serial(() => detector.run({ [detector.inputNames[0]]: new ort.Tensor('float32', Float32Array.from(x), [1, 128, 128, 3]) }));
   return { regressors: Array.from(out.regressors.data), classificators: Array.from(out.classificators.data) };
 };
-window.__analyzeRgb = async (rgb, width, height) => {
-  const px = new Uint8ClampedArray(width * height * 4);
-  for (let i = 0; i < width * height; i++) px.set([rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2], 255], 4 * i);
-  const bmp = await createImageBitmap(new ImageData(px, width, height));
-  const a = await serial(() => analyze(bmp, width, height));
-  return { dets: a.dets.map((d) => ({ box: d.box, keypoints: d.keypoints, score: d.score })), roi: a.roi,
-    crop: a.crop && Array.from(a.crop) };
+// The whole photo path on the test image (shown on the page, like an upload).
+window.__analyzeImage = async () => {
+  const { img, bmp } = testImage;
+  const a = await serial(() => frontalize(bmp, img.width, img.height, 'photo', img));
+  return { dets: a.dets.map((d) => d.box), candidates: a.candidates.map((c) => ({ box: c.detBox, yaw: c.yaw, score: c.score, square: c.square })), faces: a.faces.map((f) => ({ E: f.E, M: f.M, yaw: f.yaw, score: f.score, square: f.square, detBox: f.detBox })),
+    crops: a.crops && Array.from(a.crops), ms: a.ms };
 };
 
 els.start.onclick = startCamera;

@@ -1,7 +1,8 @@
-// BlazeFace short-range decoding, a port of runtime/blazeface.py (same anchors, letterbox,
-// sigmoid, box decoding and NMS), plus the 6 keypoints the Python runtime drops:
+// BlazeFace short-range input and decoding, a port of runtime/blazeface.py and of the
+// detector's resize in runtime/detect.py (same pixels, anchors, letterbox, sigmoid, box
+// decoding and NMS), plus the 6 keypoints the Python runtime drops:
 // right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion.
-import { blackSquare } from './crop.js';
+import { imageFromRgb, imageFromRgba, resizeArea, rint } from './resample.js';
 
 export const INPUT = 128;
 
@@ -18,21 +19,39 @@ export function anchors() {
 }
 const ANCHORS = anchors();
 
-// Letterbox like the Python runtime: the image at the top-left of a black square of side
-// max(w, h), resized to 128x128; returns NHWC float32 in [-1, 1] and that side.
-export function preprocess(source, width, height, canvas) {
-  const side = Math.max(width, height);
-  const ctx = blackSquare(canvas, INPUT);
-  const f = INPUT / side;
-  ctx.drawImage(source, 0, 0, width, height, 0, 0, width * f, height * f);
-  const px = ctx.getImageData(0, 0, INPUT, INPUT).data;
-  const x = new Float32Array(INPUT * INPUT * 3);
-  for (let i = 0, j = 0; i < px.length; i += 4) {
-    x[j++] = px[i] / 127.5 - 1;
-    x[j++] = px[i + 1] / 127.5 - 1;
-    x[j++] = px[i + 2] / 127.5 - 1;
+// The detector's input exactly as runtime/detect.py + runtime/blazeface.py make it from the
+// frame's pixels `img`: the frame resized so that its long side is det_side (only when larger;
+// INTER_AREA), put at the top-left of a black square, resized to 128x128 (INTER_AREA), scaled
+// to [-1, 1]. Returns the NHWC float32 tensor, the square's side and the resize factor f (boxes
+// come back in the square's pixels; divided by f they are the frame's). A frame whose long side
+// is under min_det_side is enlarged by the canvas here (OpenCV's INTER_LINEAR there): the one
+// case where the browser's input is not byte-identical.
+export function preprocess(img, source, canvas, { det_side: detSide, min_det_side: minSide }) {
+  const w = img.fullWidth, h = img.fullHeight, long = Math.max(w, h);
+  const f = Math.min(detSide, Math.max(minSide, long)) / long;
+  const sw = Math.max(1, rint(w * f)), sh = Math.max(1, rint(h * f)), side = Math.max(sw, sh);
+  let small;
+  if (Math.abs(f - 1) < 1e-6) small = img;
+  else if (f < 1) small = resizeArea(img, sw, sh);
+  else {
+    canvas.width = sw;
+    canvas.height = sh;
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(source, 0, 0, sw, sh);
+    small = imageFromRgba(ctx.getImageData(0, 0, sw, sh).data, sw, sh);
   }
-  return { tensor: x, side };
+  const pad = new Uint8Array(side * side * 3);
+  const { data, channels: ch } = small;
+  for (let y = 0; y < sh; y++) {
+    for (let x = 0, p = y * sw * ch, q = y * side * 3; x < sw; x++, p += ch, q += 3) {
+      pad[q] = data[p]; pad[q + 1] = data[p + 1]; pad[q + 2] = data[p + 2];
+    }
+  }
+  const px = resizeArea(imageFromRgb(pad, side, side), INPUT, INPUT).data;
+  const x = new Float32Array(px.length);
+  for (let i = 0; i < px.length; i++) x[i] = Math.fround(px[i] / 127.5) - 1; // float32, as numpy does it
+  return { tensor: x, side, f };
 }
 
 function iou(a, b) {

@@ -1,17 +1,25 @@
 """Fixtures and Python-runtime references for the browser tests (called by app.test.mjs).
 
-    python tests/reference.py OUT_DIR DIST_MODELS_DIR [--roi x0,y0,x1,y1]
+    python tests/reference.py OUT_DIR DIST_MODELS_DIR
 
+The sample is samples/profile_woman.jpg (a real left profile, public domain); the models are the
+ones the app was built with (DIST_MODELS_DIR: posenet.onnx, frontalizer.onnx, blazeface.onnx),
+run by the Python runtime (runtime.pose, runtime.detect, runtime.engines: onnxruntime CPU).
 Writes into OUT_DIR:
-- camera.y4m: samples/grace_hopper.jpg letterboxed into 640x480, 10 frames, for Chromium's
-  fake camera (--use-file-for-fake-video-capture);
-- image.rgb: the sample's raw RGB bytes (the test hands them to the page);
-- reference.json: the Python runtime on the same image: FaceAnalyzer's ROI and crop (with
-  the model's crop_scale/crop_shift_y) and the generator's float output (runtime.engines,
-  onnxruntime, on DIST_MODELS_DIR/edge_generator.onnx) on that crop, the image size, and
-  BlazeFace's raw outputs (onnxruntime on blazeface.onnx) for runtime/blazeface.py's
-  letterboxed input tensor of the image.
-With --roi, also crop_square of the sample at that ROI (the browser's), to compare pixels.
+- camera.y4m: the sample letterboxed into 640x480, 10 frames, for Chromium's fake camera;
+- <name>.rgb: each sample's RGB bytes as runtime.image_io decodes them (the test hands the same
+  bytes to the page, so that JPEG decoders play no part);
+- reference.json:
+  - pose: the first BlazeFace box of FaceAnalyzer('blazeface').detect, and for each of the two
+    passes of PoseNet.refine on it: the input square, the 96x96 uint8 network input, the raw
+    output row and the decoded pose (E, M, yaw, score, next square);
+  - crop: runtime.pose.crop at the second pass's canonical square (FaceAnalyzer.face_from_box);
+  - generator: the generator's float output (runtime.engines) on that crop with that yaw;
+  - images: FaceAnalyzer('blazeface') on each sample: its faces (analyze) and every candidate
+    box with its refined pose whatever the score (the browser's whole pipeline is compared with
+    it: same detector, pose network and crop);
+  - blazeface: the detector's input tensor for the sample, as FaceAnalyzer.detect makes it
+    (resized to det_side, letterboxed, 128x128), and BlazeFace's raw outputs on it.
 """
 from __future__ import annotations
 
@@ -28,14 +36,13 @@ import onnxruntime as ort
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from runtime.blazeface import INPUT  # noqa: E402
-from runtime.crop import crop_square  # noqa: E402
 from runtime.detect import FaceAnalyzer  # noqa: E402
 from runtime.engines import load_engine  # noqa: E402
 from runtime.image_io import load_image  # noqa: E402
-from runtime.model_meta import read_meta  # noqa: E402
+from runtime.pose import INPUT as POSE_INPUT, REFINE_SCALE, crop, det_square  # noqa: E402
 
-SAMPLE = os.path.join(ROOT, "samples", "grace_hopper.jpg")
+SAMPLE = "profile_woman.jpg"
+SAMPLES = [SAMPLE, "two_people_three_quarter.jpg"]  # whole-pipeline comparison
 b64 = lambda a: base64.b64encode(np.ascontiguousarray(a).tobytes()).decode()  # noqa: E731
 
 
@@ -52,38 +59,66 @@ def write_y4m(rgb: np.ndarray, path: str, w: int = 640, h: int = 480, frames: in
             out.write(b"FRAME\n" + yuv)
 
 
+def pose_dict(p) -> dict:
+    return {"E": p.E.tolist(), "M": p.M.tolist(), "yaw": p.yaw, "score": p.score, "square": list(p.square)}
+
+
+def face_dict(f) -> dict:
+    return {"E": f.landmarks[0].tolist(), "M": f.landmarks[1].tolist(), "yaw": f.yaw, "score": f.score,
+            "square": list(f.square), "crop": b64(f.crop)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("models", help="dist/models: edge_generator.onnx and blazeface.onnx")
-    ap.add_argument("--roi")
+    ap.add_argument("models", help="dist/models: posenet.onnx, frontalizer.onnx, blazeface.onnx")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    rgb = load_image(SAMPLE).rgb
-    if args.roi:
-        roi = [float(v) for v in args.roi.split(",")]
-        print(json.dumps({"crop": b64(crop_square(rgb, roi, 128))}))
-        return
+    fa = FaceAnalyzer("blazeface", pose_model=os.path.join(args.models, "posenet.onnx"), threads=1)
+    ref = {"sample": SAMPLE, "images": {}}
+    for name in SAMPLES:
+        rgb = load_image(os.path.join(ROOT, "samples", name)).rgb
+        with open(os.path.join(args.out, name + ".rgb"), "wb") as f:
+            f.write(rgb.tobytes())
+        cands = fa.detect(rgb)
+        faces, _ = fa.faces_from_candidates(rgb, cands)
+        poses = fa.pose.refine(rgb, [c[0] for c in cands])  # every candidate, whatever its score
+        ref["images"][name] = {"width": rgb.shape[1], "height": rgb.shape[0], "faces": [face_dict(f) for f in faces],
+                               "candidates": [{"box": c[0].tolist(), **pose_dict(p)} for c, p in zip(cands, poses)]}
+    rgb = load_image(os.path.join(ROOT, "samples", SAMPLE)).rgb
     write_y4m(rgb, os.path.join(args.out, "camera.y4m"))
-    with open(os.path.join(args.out, "image.rgb"), "wb") as f:
-        f.write(rgb.tobytes())
-    model = os.path.join(args.models, "edge_generator.onnx")
-    meta = read_meta(model)
-    fa = FaceAnalyzer("cascade", crop_size=meta["input_size"], crop_scale=meta["crop_scale"],
-                      crop_shift_y=meta["crop_shift_y"])
-    face = fa.analyze(rgb, max_faces=1)[0][0]
-    eng = load_engine(model, threads=1)
-    y = eng.run_float(eng.preprocess(face.crop))[0].astype(np.float32)
-    ref = {"width": rgb.shape[1], "height": rgb.shape[0], "roi": face.box.tolist(), "detector": face.detector,
-           "crop": b64(face.crop), "output": b64(y), "output_uint8": b64(eng.postprocess(y[None])[0])}
-    # BlazeFace input exactly as runtime/blazeface.py prepares it.
-    side = max(rgb.shape[:2])
-    pad = np.zeros((side, side, 3), np.uint8)
-    pad[:rgb.shape[0], :rgb.shape[1]] = rgb
-    x = (cv2.resize(pad, (INPUT, INPUT), interpolation=cv2.INTER_AREA).astype(np.float32) / 127.5 - 1.0)[None]
+
+    # The pose network's two passes on the first detector box, step by step (PoseNet.refine).
+    cands = fa.detect(rgb)
+    if not cands:
+        sys.exit(f"error: BlazeFace finds no candidate in {SAMPLE}")
+    box = cands[0][0]
+    passes, sq = [], det_square(box)
+    for _ in range(2):
+        x = crop(rgb, sq, POSE_INPUT)[None]
+        row = fa.pose.sess.run(None, {fa.pose.inp: x})[0][0]
+        p = fa.pose.predict(rgb, [sq])[0]
+        passes.append({"square": list(sq), "input": b64(x[0]), "row": row.tolist(), "pose": pose_dict(p)})
+        sq = (p.square[0], p.square[1], p.square[2] * REFINE_SCALE, p.square[3])
+    face = fa.face_from_box(rgb, box)
+    eng = load_engine(os.path.join(args.models, "frontalizer.onnx"), threads=1)
+    y = eng.run_float(eng.preprocess(face.crop), yaw=[face.yaw])[0].astype(np.float32)
+    ref["pose"] = {"box": box.tolist(), "passes": passes}
+    ref["crop"] = {"square": list(face.square), "size": int(face.crop.shape[0]), "pixels": b64(face.crop), "yaw": face.yaw}
+    ref["generator"] = {"output": b64(y), "meta": eng.meta}
+
+    # BlazeFace's input tensor as FaceAnalyzer.detect makes it (image resized to det_side,
+    # letterboxed, 128x128), caught on its way into LiteRT; its raw outputs from the ONNX twin.
+    seen = []
+    interp = fa._blaze.interp
+    set_tensor = interp.set_tensor
+    interp.set_tensor = lambda i, v: (seen.append(np.array(v)), set_tensor(i, v))[1]
+    fa.detect(rgb)
+    interp.set_tensor = set_tensor
+    x = seen[0]
     sess = ort.InferenceSession(os.path.join(args.models, "blazeface.onnx"), providers=["CPUExecutionProvider"])
     reg, cls = sess.run(["regressors", "classificators"], {sess.get_inputs()[0].name: x})
-    ref.update(det_input=b64(x), det_regressors=b64(reg), det_classificators=b64(cls))
+    ref["blazeface"] = {"input": b64(x), "regressors": b64(reg), "classificators": b64(cls)}
     with open(os.path.join(args.out, "reference.json"), "w") as f:
         json.dump(ref, f)
 
