@@ -22,6 +22,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,8 +127,17 @@ def analyzer_default(name: str):
 def pose_info(path: str) -> dict:
     """The pose network's metadata plus the crop pipeline's constants, for src/pose.js."""
     meta = read_meta(path)
-    if meta.get("model") != "posenet" or meta.get("input_size") != pose_rules.INPUT or len(meta.get("outputs", ())) != 6:
+    names = meta.get("outputs", [])
+    yaw = "yaw/90" in names or any(re.fullmatch(r"yaw[+-]\d+", n) for n in names)
+    if (meta.get("model") != "posenet" or meta.get("input_size") != pose_rules.INPUT or not yaw
+            or not {"score_logit", "Ex", "Ey", "Mx", "My"} <= set(names)):
         raise ModelError(f"{path}: not the pose network runtime/pose.py reads ({meta})")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    width = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, pose_rules.INPUT, pose_rules.INPUT, 3), np.uint8)})[0].shape[-1]
+    if width != len(names):
+        raise ModelError(f"{path}: {width} outputs, but its metadata names {len(names)}: {names}")
     return {**meta, "file": "posenet.onnx", "source": os.path.relpath(path, ROOT), "sha256": sha256(path),
             "input": pose_rules.INPUT, "canon_size": pose_rules.CANON_SIZE, "canon_e_y": pose_rules.CANON_E_Y,
             "canon_em": pose_rules.CANON_EM, "refine_scale": pose_rules.REFINE_SCALE, "det_scale": pose_rules.DET_SCALE,

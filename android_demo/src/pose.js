@@ -46,15 +46,40 @@ export function squareBbox(sq) {
 // First-pass square from a detector box [x0, y0, x1, y1] (runtime.pose.det_square).
 export const detSquare = ([x0, y0, x1, y1], P) => [(x0 + x1) / 2, (y0 + y1) / 2, Math.max(x1 - x0, y1 - y0) * P.det_scale, 0];
 
-// One row of the network's output (score logit, yaw/90, Ex, Ey, Mx, My in [-1, 1] of the input)
-// for the input square `sq` -> { E, M, yaw (degrees), score (0..1), square (canonical) }.
+// Where each quantity sits in the network's output row, from the names in its metadata
+// ("outputs"): score_logit, Ex, Ey, Mx, My (keypoints in [-1, 1] of the input), and the yaw
+// either as one value "yaw/90" or as logits over classes "yaw-90" ... "yaw+90" (the estimate
+// is then the softmax expectation, as runtime.pose.decode_yaw computes it).
+export function outputLayout(names) {
+  const at = (n) => {
+    const i = names.indexOf(n);
+    if (i < 0) throw new Error(`pose network: no "${n}" output in ${JSON.stringify(names)}`);
+    return i;
+  };
+  const bins = names.map((n, i) => [i, /^yaw[+-]\d+$/.test(n) ? Number(n.slice(3)) : NaN]).filter(([, d]) => !Number.isNaN(d));
+  const yaw = names.includes('yaw/90') ? at('yaw/90') : null;
+  if (yaw === null && !bins.length) throw new Error(`pose network: no yaw output in ${JSON.stringify(names)}`);
+  return { size: names.length, score: at('score_logit'), E: [at('Ex'), at('Ey')], M: [at('Mx'), at('My')], yaw, bins };
+}
+
+function decodeYaw(v, L) {
+  if (L.yaw !== null) return Math.max(-90, Math.min(90, v[L.yaw] * 90));
+  const m = Math.max(...L.bins.map(([i]) => v[i]));
+  let sum = 0, acc = 0;
+  for (const [i, deg] of L.bins) { const p = Math.exp(v[i] - m); sum += p; acc += p * deg; }
+  return acc / sum;
+}
+
+// One row of the network's output for the input square `sq` -> { E, M, yaw (degrees), score
+// (0..1), square (canonical) } (runtime.pose.PoseNet.predict).
 export function decodePose(v, sq, P) {
+  const L = P.layout ??= outputLayout(P.outputs);
   const inv = invertAffine(boxAffine(...sq, P.input));
-  const E = applyAffine(inv, [(v[2] + 1) * P.input / 2, (v[3] + 1) * P.input / 2]);
-  const M = applyAffine(inv, [(v[4] + 1) * P.input / 2, (v[5] + 1) * P.input / 2]);
-  const yaw = Math.max(-90, Math.min(90, v[1] * 90));
-  const score = 1 / (1 + Math.exp(-Math.max(-50, Math.min(50, v[0]))));
-  return { E, M, yaw, score, square: canonicalSquare(E, M, P) };
+  const kp = (i) => (v[i] + 1) * P.input / 2;
+  const E = applyAffine(inv, [kp(L.E[0]), kp(L.E[1])]);
+  const M = applyAffine(inv, [kp(L.M[0]), kp(L.M[1])]);
+  const score = 1 / (1 + Math.exp(-Math.max(-50, Math.min(50, v[L.score]))));
+  return { E, M, yaw: decodeYaw(v, L), score, square: canonicalSquare(E, M, P) };
 }
 
 // runtime.pose.crop: the square resampled to size x size RGB bytes (0 outside the image), into
@@ -81,8 +106,8 @@ export async function runPoseNet(ort, session, img, squares, P) {
   const x = new Uint8Array(n * s * s * 3);
   squares.forEach((sq, i) => crop(img, sq, s, x, i * s * s * 3));
   const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('uint8', x, [n, s, s, 3]) });
-  const y = out[session.outputNames[0]].data;
-  return { input: x, rows: squares.map((_, i) => Array.from(y.subarray(i * 6, i * 6 + 6))) };
+  const y = out[session.outputNames[0]].data, k = y.length / n;
+  return { input: x, rows: squares.map((_, i) => Array.from(y.subarray(i * k, (i + 1) * k))) };
 }
 
 export async function predict(ort, session, img, squares, P) {

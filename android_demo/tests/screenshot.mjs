@@ -12,8 +12,12 @@ const tmp = mkdtempSync(join(tmpdir(), 'frontalize-shot-'));
 const app = await start(join(tmp, 'profile'));
 try {
   const { page } = await openPage(app.context, app.origin);
-  await page.setInputFiles('#upload', join(SAMPLES, sample));
-  await page.waitForFunction(() => ['yes', 'no'].includes(document.getElementById('result').dataset.face), null, { timeout: 120_000 });
+  // Twice: the timings table then shows a warm run (last) beside the cold one (in the mean).
+  for (let i = 0; i < 2; i++) {
+    await page.evaluate(() => { delete document.getElementById('result').dataset.face; });
+    await page.setInputFiles('#upload', join(SAMPLES, sample));
+    await page.waitForFunction(() => ['yes', 'no'].includes(document.getElementById('result').dataset.face), null, { timeout: 120_000 });
+  }
   const status = await page.textContent('#status');
   const part = `${out}.part.png`; // written whole, then moved into place
   await page.screenshot({ path: part, fullPage: true });
