@@ -53,7 +53,8 @@ async function createSession(url, providers) {
 
 async function load() {
   ort.env.wasm.wasmPaths = new URL('./ort/', location.href).href; // local files, never a CDN
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  const threads = Number(new URLSearchParams(location.search).get('threads')) || Math.min(4, navigator.hardwareConcurrency || 1);
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? threads : 1; // several threads need SharedArrayBuffer
   const models = await fetch('models/model.json').then((r) => r.json());
   meta = models.generator;
   P = models.pose;
