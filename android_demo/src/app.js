@@ -1,12 +1,13 @@
 // Face frontalization in the browser, the Python runtime's pipeline (runtime/detect.py):
-// BlazeFace candidates -> the pose network in two passes (face score, yaw, eye and mouth
-// midpoints) -> faces with score >= min_score, merged -> the canonical eye-mouth crop -> the
-// generator, fed each face's yaw. All three models run on onnxruntime-web: WebGPU where there
-// is an adapter, WASM otherwise. Everything is served from this origin (and cached by sw.js).
+// candidates from BlazeFace passes (runtime/detectors.py) -> the pose network in two passes
+// (face score, yaw, eye and mouth midpoints) -> faces with score >= min_score, merged -> the
+// canonical eye-mouth crop -> the generator, fed each face's yaw. Every model runs on
+// onnxruntime-web: WebGPU where there is an adapter, WASM otherwise. Everything is served from
+// this origin (and cached by sw.js).
 import * as ort from './ort/ort.webgpu.min.mjs';
-import { decode, preprocess } from './blazeface.js';
+import { merge, passInput, runPass } from './blazeface.js';
 import { outputToRgba, rgbToRgba, toInput } from './crop.js';
-import { crop, facesFromBoxes, imageFromRgba, refine, runPoseNet, squareCorners } from './pose.js';
+import { crop, facesFromBoxes, imageFromRgba, predict, refine, runPoseNet, squareCorners } from './pose.js';
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -14,14 +15,13 @@ const els = {
   result: $('result'), info: $('model-info'), start: $('start'), switch: $('switch'), stop: $('stop'),
   take: $('take'), upload: $('upload'),
 };
-const scratch = { det: document.createElement('canvas'), frame: document.createElement('canvas') };
-const STAGES = ['detect', 'pose', 'crop', 'generator', 'total'];
+const scratch = { frame: document.createElement('canvas') };
+const STAGES = ['detect', 'track', 'pose', 'crop', 'generator', 'total'];
 const stats = { frames: 0, faces: 0, ms: Object.fromEntries(STAGES.map((s) => [s, []])) };
 window.__stats = stats;
-const MAX_CANDIDATES = 8; // BlazeFace boxes handed to the pose network, best first
 const MAX_FACES = { photo: 4, camera: 1 };
 
-let detector, posenet, generator, meta, P, D, ep;
+let detectors, posenet, generator, meta, P, D, ep;
 let stream = null, facing = 'user', running = false, busy = Promise.resolve();
 
 function setStatus(text, state) {
@@ -60,15 +60,17 @@ async function load() {
   P = models.pose;
   D = models.detector;
   const providers = await chooseProviders();
-  setStatus('Loading the face detector…');
-  [detector] = await createSession(`models/${D.file}`, providers);
+  setStatus('Loading the face detectors…');
+  detectors = {};
+  for (const [v, info] of Object.entries(D.variants)) [detectors[v]] = await createSession(`models/${info.file}`, providers);
   setStatus('Loading the pose network…');
   [posenet] = await createSession(`models/${P.file}`, providers);
   setStatus('Loading the frontalizer…');
   [generator, ep] = await createSession(`models/${meta.file}`, providers);
   els.backend.textContent = `${ep.toUpperCase()}${ep === 'wasm' ? ` ×${ort.env.wasm.numThreads}` : ''}`;
   els.info.textContent = `generator: ${meta.model} (${meta.source}), ${meta.input_size} px ${meta.crop_rule} crop` +
-    `${meta.yaw_input ? ', yaw input' : ''}; pose network: ${P.source}; detector: BlazeFace short range`;
+    `${meta.yaw_input ? ', yaw input' : ''}; pose network: ${P.source}; detectors: ${D.passes.photo.map((p) => p.name).join(', ')} ` +
+    `(camera: ${D.passes.camera.map((p) => p.name).join(', ')})`;
 }
 
 // Generator on N canonical crops (RGB uint8, N*s*s*3) and their yaws -> model-range float32
@@ -92,25 +94,47 @@ function framePixels(source, width, height) {
 }
 
 // detect -> pose (2 passes) -> canonical crops, on a drawable (video, ImageBitmap, canvas) or,
-// with `img` given, on those pixels.
-async function analyze(source, width, height, maxFaces, img = null) {
+// with `img` given, on those pixels. The camera follows runtime/camera.py's FaceTracker: the
+// largest face, detected every `detect_every` frames (or when lost) and in between read again
+// by the pose network from where it was (one pass from its canonical square x1.25, no
+// detector) while its face score stays >= min_score.
+const tracker = { face: null, since: 0 };
+
+async function analyze(source, width, height, mode, img = null) {
   const t0 = performance.now();
   img ??= framePixels(source, width, height);
-  const { tensor, side, f } = preprocess(img, source, scratch.det, D);
-  const out = await detector.run({ [detector.inputNames[0]]: new ort.Tensor('float32', tensor, [1, 128, 128, 3]) });
-  const dets = decode(out.regressors.data, out.classificators.data, side).slice(0, MAX_CANDIDATES)
-    .map((d) => ({ ...d, box: d.box.map((v) => v / f), keypoints: d.keypoints.map(([x, y]) => [x / f, y / f]) }));
-  const t1 = performance.now();
-  const ms = { detect: t1 - t0 };
-  if (!dets.length) return { dets, faces: [], candidates: [], ms };
-  const { faces: all, candidates } = await facesFromBoxes(ort, posenet, img, dets.map((d) => d.box), P);
-  const faces = all.slice(0, maxFaces);
-  const t2 = performance.now();
-  ms.pose = t2 - t1;
+  const ms = {};
+  let dets = [], candidates = [], faces = [];
+  if (mode === 'camera' && tracker.face && tracker.since < D.detect_every - 1) {
+    const [cx, cy, side, angle] = tracker.face.square;
+    const [p] = await predict(ort, posenet, img, [[cx, cy, side * P.refine_scale, angle]], P);
+    ms.track = performance.now() - t0;
+    if (p.score >= P.min_score) {
+      faces = [{ ...p, detBox: tracker.face.detBox, tracked: true }];
+      tracker.since++;
+    }
+  }
+  if (!faces.length) {
+    const t1 = performance.now();
+    const found = [];
+    for (const p of D.passes[mode]) found.push(...await runPass(ort, detectors[p.variant], img, p, D.variants[p.variant]));
+    dets = merge(found, D.merge_iou, D.contain).slice(0, D.max_candidates);
+    const t2 = performance.now();
+    ms.detect = t2 - t1;
+    if (dets.length) {
+      let all;
+      ({ faces: all, candidates } = await facesFromBoxes(ort, posenet, img, dets.map((d) => d.box), P));
+      faces = all.slice(0, MAX_FACES[mode]);
+      ms.pose = performance.now() - t2;
+    }
+    tracker.since = 0;
+  }
+  if (mode === 'camera') tracker.face = faces[0] ?? null;
+  const t3 = performance.now();
   const s = meta.input_size;
   const crops = new Uint8Array(faces.length * s * s * 3);
   faces.forEach((f, i) => crop(img, f.square, s, crops, i * s * s * 3));
-  ms.crop = performance.now() - t2;
+  if (faces.length) ms.crop = performance.now() - t3;
   return { dets, faces, candidates, crops, ms };
 }
 
@@ -178,7 +202,7 @@ function showFaces(a, y) {
 
 async function frontalize(source, width, height, mode, img = null) {
   const t0 = performance.now();
-  const a = await analyze(source, width, height, MAX_FACES[mode], img);
+  const a = await analyze(source, width, height, mode, img);
   drawPreview(source, width, height, a);
   stats.frames++;
   if (!a.faces.length) {
@@ -198,7 +222,8 @@ async function frontalize(source, width, height, mode, img = null) {
   stats.faces++;
   els.result.dataset.face = 'yes';
   els.result.dataset.count = a.faces.length;
-  setStatus(a.faces.length > 1 ? `${a.faces.length} faces found.` : `Face found (yaw ${a.faces[0].yaw.toFixed(0)}°).`);
+  setStatus(a.faces.length > 1 ? `${a.faces.length} faces found.`
+    : `Face ${a.faces[0].tracked ? 'tracked' : 'found'} (yaw ${a.faces[0].yaw.toFixed(0)}°).`);
   return a;
 }
 
@@ -231,6 +256,7 @@ async function startCamera() {
 
 function stopCamera() {
   running = false;
+  tracker.face = null;
   if (stream) stream.getTracks().forEach((t) => t.stop());
   stream = null;
   els.stop.disabled = true;
@@ -269,10 +295,13 @@ window.__poseOnSquares = async (squares) => {
 window.__refine = async (boxes) => (await serial(() => refine(ort, posenet, testImage.img, boxes, P))).map((p) => ({ ...p }));
 window.__cropSquare = (square, size) => Array.from(crop(testImage.img, square, size));
 window.__frontalizeCrop = async (rgb, yaw) => Array.from(await serial(() => runGenerator(Uint8Array.from(rgb), [yaw])));
-window.__detectorInput = () => Array.from(preprocess(testImage.img, testImage.bmp, scratch.det, D).tensor);
-window.__runDetector = async (x) => {
-  const out = await serial(() => detector.run({ [detector.inputNames[0]]: new ort.Tensor('float32', Float32Array.from(x), [1, 128, 128, 3]) }));
-  return { regressors: Array.from(out.regressors.data), classificators: Array.from(out.classificators.data) };
+// Each photo pass's model input for the test image, and a BlazeFace variant's raw outputs.
+window.__passInputs = () => D.passes.photo.map((p) => ({ name: p.name, variant: p.variant, tensor: Array.from(passInput(testImage.img, p, D.variants[p.variant].size).tensor) }));
+window.__runDetector = async (variant, x) => {
+  const s = D.variants[variant].size, sess = detectors[variant];
+  const out = await serial(() => sess.run({ [sess.inputNames[0]]: new ort.Tensor('float32', Float32Array.from(x), [1, s, s, 3]) }));
+  const [logits, regressors] = Object.values(out).sort((a, b) => a.dims.at(-1) - b.dims.at(-1));
+  return { regressors: Array.from(regressors.data), logits: Array.from(logits.data) };
 };
 // The whole photo path on the test image (shown on the page, like an upload).
 window.__analyzeImage = async () => {

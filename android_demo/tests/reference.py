@@ -3,23 +3,24 @@
     python tests/reference.py OUT_DIR DIST_MODELS_DIR
 
 The sample is samples/profile_woman.jpg (a real left profile, public domain); the models are the
-ones the app was built with (DIST_MODELS_DIR: posenet.onnx, frontalizer.onnx, blazeface.onnx),
-run by the Python runtime (runtime.pose, runtime.detect, runtime.engines: onnxruntime CPU).
+ones the app was built with (DIST_MODELS_DIR), run by the Python runtime (runtime.detectors,
+runtime.pose, runtime.detect, runtime.engines: onnxruntime CPU), and the candidate passes are
+the browser's photo passes (model.json), merged by runtime.detectors.CandidateDetector.
 Writes into OUT_DIR:
 - camera.y4m: the sample letterboxed into 640x480, 10 frames, for Chromium's fake camera;
 - <name>.rgb: each sample's RGB bytes as runtime.image_io decodes them (the test hands the same
   bytes to the page, so that JPEG decoders play no part);
 - reference.json:
-  - pose: the first BlazeFace box of FaceAnalyzer('blazeface').detect, and for each of the two
+  - pose: the first candidate box of FaceAnalyzer.detect, and for each of the two
     passes of PoseNet.refine on it: the input square, the 96x96 uint8 network input, the raw
     output row and the decoded pose (E, M, yaw, score, next square);
   - crop: runtime.pose.crop at the second pass's canonical square (FaceAnalyzer.face_from_box);
   - generator: the generator's float output (runtime.engines) on that crop with that yaw;
-  - images: FaceAnalyzer('blazeface') on each sample: its faces (analyze) and every candidate
+  - images: FaceAnalyzer (with those passes) on each sample: its faces and every candidate
     box with its refined pose whatever the score (the browser's whole pipeline is compared with
     it: same detector, pose network and crop);
-  - blazeface: the detector's input tensor for the sample, as FaceAnalyzer.detect makes it
-    (resized to det_side, letterboxed, 128x128), and BlazeFace's raw outputs on it.
+  - passes: each detector pass's input tensor for the sample (view scaled and bordered,
+    letterboxed, resized to the model's input) and the BlazeFace ONNX's raw outputs on it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from runtime.detect import FaceAnalyzer  # noqa: E402
+from runtime.detectors import PRESETS, CandidateDetector  # noqa: E402
 from runtime.engines import load_engine  # noqa: E402
 from runtime.image_io import load_image  # noqa: E402
 from runtime.pose import INPUT as POSE_INPUT, REFINE_SCALE, crop, det_square  # noqa: E402
@@ -71,10 +73,15 @@ def face_dict(f) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("models", help="dist/models: posenet.onnx, frontalizer.onnx, blazeface.onnx")
+    ap.add_argument("models", help="dist/models: model.json, posenet.onnx, frontalizer.onnx, blazeface_*.onnx")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    fa = FaceAnalyzer("blazeface", pose_model=os.path.join(args.models, "posenet.onnx"), threads=1)
+    with open(os.path.join(args.models, "model.json")) as f:
+        names = [p["name"] for p in json.load(f)["detector"]["passes"]["photo"]]
+    # The browser's photo passes (runtime.detectors passes by name), merged as CandidateDetector does.
+    passes = list({p.name: p for preset in PRESETS.values() for p in preset if p.name in names}.values())
+    fa = FaceAnalyzer("fast", pose_model=os.path.join(args.models, "posenet.onnx"), threads=1)
+    fa.candidates = CandidateDetector(passes)
     ref = {"sample": SAMPLE, "images": {}}
     for name in SAMPLES:
         rgb = load_image(os.path.join(ROOT, "samples", name)).rgb
@@ -91,34 +98,38 @@ def main():
     # The pose network's two passes on the first detector box, step by step (PoseNet.refine).
     cands = fa.detect(rgb)
     if not cands:
-        sys.exit(f"error: BlazeFace finds no candidate in {SAMPLE}")
+        sys.exit(f"error: the detector passes find no candidate in {SAMPLE}")
     box = cands[0][0]
-    passes, sq = [], det_square(box)
+    steps, sq = [], det_square(box)
     for _ in range(2):
         x = crop(rgb, sq, POSE_INPUT)[None]
         row = fa.pose.sess.run(None, {fa.pose.inp: x})[0][0]
         p = fa.pose.predict(rgb, [sq])[0]
-        passes.append({"square": list(sq), "input": b64(x[0]), "row": row.tolist(), "pose": pose_dict(p)})
+        steps.append({"square": list(sq), "input": b64(x[0]), "row": row.tolist(), "pose": pose_dict(p)})
         sq = (p.square[0], p.square[1], p.square[2] * REFINE_SCALE, p.square[3])
     face = fa.face_from_box(rgb, box)
     eng = load_engine(os.path.join(args.models, "frontalizer.onnx"), threads=1)
     y = eng.run_float(eng.preprocess(face.crop), yaw=[face.yaw])[0].astype(np.float32)
-    ref["pose"] = {"box": box.tolist(), "passes": passes}
+    ref["pose"] = {"box": box.tolist(), "passes": steps}
     ref["crop"] = {"square": list(face.square), "size": int(face.crop.shape[0]), "pixels": b64(face.crop), "yaw": face.yaw}
     ref["generator"] = {"output": b64(y), "meta": eng.meta}
 
-    # BlazeFace's input tensor as FaceAnalyzer.detect makes it (image resized to det_side,
-    # letterboxed, 128x128), caught on its way into LiteRT; its raw outputs from the ONNX twin.
-    seen = []
-    interp = fa._blaze.interp
-    set_tensor = interp.set_tensor
-    interp.set_tensor = lambda i, v: (seen.append(np.array(v)), set_tensor(i, v))[1]
-    fa.detect(rgb)
-    interp.set_tensor = set_tensor
-    x = seen[0]
-    sess = ort.InferenceSession(os.path.join(args.models, "blazeface.onnx"), providers=["CPUExecutionProvider"])
-    reg, cls = sess.run(["regressors", "classificators"], {sess.get_inputs()[0].name: x})
-    ref["blazeface"] = {"input": b64(x), "regressors": b64(reg), "classificators": b64(cls)}
+    # Each pass's BlazeFace input tensor, caught on its way into LiteRT, and the raw outputs of
+    # the ONNX twin that the browser runs on it.
+    ref["passes"] = []
+    with open(os.path.join(args.models, "model.json")) as f:
+        variants = json.load(f)["detector"]["variants"]
+    for runner in fa.candidates.runners:
+        seen, interp = [], runner.backend.interp
+        set_tensor = interp.set_tensor
+        interp.set_tensor = lambda i, v: (seen.append(np.array(v)), set_tensor(i, v))[1]
+        runner(rgb)
+        interp.set_tensor = set_tensor
+        variant = runner.p.kind.split("-", 1)[1]
+        sess = ort.InferenceSession(os.path.join(args.models, variants[variant]["file"]), providers=["CPUExecutionProvider"])
+        logits, reg = sorted(sess.run(None, {sess.get_inputs()[0].name: seen[0]}), key=lambda a: a.shape[-1])
+        ref["passes"].append({"name": runner.p.name, "variant": variant, "input": b64(seen[0]), "regressors": b64(reg),
+                              "logits": b64(logits)})
     with open(os.path.join(args.out, "reference.json"), "w") as f:
         json.dump(ref, f)
 

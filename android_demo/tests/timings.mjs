@@ -1,5 +1,6 @@
 // Per-stage browser timings (the app's own performance.now() marks): the fake camera (640x480,
-// samples/profile_woman.jpg letterboxed) for 30 frames, and the photo path on the side-view
+// samples/profile_woman.jpg letterboxed) for 30 frames (detect on every 5th, track between;
+// each stage's median over the frames that ran it), and the photo path on the side-view
 // samples (1 cold run, then the median of 5). Prints a markdown table. `npm run timings`
 // (builds dist/ first), or `node tests/timings.mjs [FRAMES]`. Query `?ep=wasm` is forced so the
 // figures are WASM's whatever the machine has.
@@ -9,7 +10,7 @@ import { join } from 'node:path';
 import { openPage, reference, start, stop } from './browser.mjs';
 
 const FRAMES = Number(process.argv[2] || 30);
-const STAGES = ['detect', 'pose', 'crop', 'generator', 'total'];
+const STAGES = ['detect', 'track', 'pose', 'crop', 'generator', 'total'];
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const tmp = mkdtempSync(join(tmpdir(), 'frontalize-timings-'));
 const load0 = loadavg()[0];
@@ -26,7 +27,7 @@ try {
   const stats = await page.evaluate(() => window.__stats);
   const faces = stats.faces;
   rows.push([`camera 640x480, median of ${stats.ms.total.length - 1} frames (${faces} with a face)`,
-    ...STAGES.map((s) => median(stats.ms[s].slice(1)))]);
+    ...STAGES.map((s) => (stats.ms[s].length > 1 ? median(stats.ms[s].slice(1)) : undefined))]);
   for (const [name, im] of Object.entries(ref.images)) {
     await page.evaluate(([px, w, h]) => window.__setImage(px, w, h), [readFileSync(join(tmp, `${name}.rgb`)).toString('base64'), im.width, im.height]);
     const runs = [];
