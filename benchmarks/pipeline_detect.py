@@ -124,6 +124,9 @@ def main(argv=None) -> None:
     ap.add_argument("--every", type=int, default=1, help="every n-th cfp400 photo")
     ap.add_argument("--sheet", action="store_true")
     ap.add_argument("--out", default=OUT)
+    ap.add_argument("--hard-negatives", metavar="JSON",
+                    help="also write the extra faces of the pose network's training photos (ids 001-300) as "
+                         "non-face boxes for training.posenet --hard-negatives")
     a = ap.parse_args(argv)
     from runtime.detect import FaceAnalyzer
 
@@ -141,6 +144,14 @@ def main(argv=None) -> None:
            "rows": rows, "samples": nrows}
     atomic_write_bytes(os.path.join(a.out, "pipeline_detect.json"), json.dumps(res, indent=1).encode())
     atomic_write_bytes(os.path.join(a.out, "pipeline_detect.md"), markdown(res).encode())
+    if a.hard_negatives:
+        from runtime.pose import square_bbox
+
+        neg = [{"set": "cfp400", "path": r["key"], "split": split_of("cfp400", r["id"]),
+                "box": [round(float(v), 1) for v in square_bbox(e[:4])]} for r in rows for e in r["extra"]]
+        neg = [n for n in neg if n["split"] == "train"]
+        atomic_write_bytes(a.hard_negatives, json.dumps(neg).encode())
+        print(f"{a.hard_negatives}: {len(neg)} non-face boxes from training photos")
     if a.sheet:
         n = extra_sheet(rows, cfp, os.path.join(ROOT, "artifacts", "pipeline_detect", "extra_cfp400.png"))
         print(f"extra boxes sheet: {n} tiles in artifacts/pipeline_detect/extra_cfp400.png")

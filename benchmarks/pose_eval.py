@@ -69,7 +69,7 @@ def estimate(data: str, items: list[dict]) -> list[dict]:
 
     fa = FaceAnalyzer(threads=1)
     out = []
-    for it in tqdm(items, desc="pose", unit="img"):
+    for it in tqdm(items, desc="pose", unit="img", mininterval=10):
         faces, _ = fa.analyze(read(data, it))
         f = faces[0] if faces else None
         out.append({**it, "est": None if f is None else float(f.yaw), "detector": None if f is None else f.detector})

@@ -306,6 +306,7 @@ def main(argv=None) -> None:
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--hard-negatives", help="JSON list of {set, path, box} boxes that are not faces")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", help="start from this .keras model (fine-tuning), with a fresh schedule")
     ap.add_argument("--export", metavar="ONNX", help="only export OUT/best.keras to this ONNX file")
     a = ap.parse_args(argv)
     if a.export:
@@ -331,7 +332,7 @@ def main(argv=None) -> None:
     vx, vt = val_set(root, vrows)
 
     ckpt = os.path.join(a.out, "posenet.keras")
-    model = build_model(a.alpha)
+    model = keras.models.load_model(a.init, compile=False) if a.init else build_model(a.alpha)
     start = 0
     state_path = os.path.join(a.out, "state.json")
     if a.resume and os.path.exists(ckpt) and os.path.exists(state_path):
