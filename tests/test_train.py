@@ -151,6 +151,29 @@ def test_dataset_shards_are_disjoint_and_cover_the_split(manifest):
         make_dataset(manifest, "train", 1, train=True, shard=(13, 0))
 
 
+def _two_workers(argvs: list[list[str]], timeout: int = 900) -> list[tuple[int, str, str]]:
+    """Run ``python -m training.train`` as worker 0 and 1 of a localhost cluster; (rc, stdout, stderr)."""
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    procs = []
+    try:
+        for i, argv in enumerate(argvs):
+            env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                                         "task": {"type": "worker", "index": i}})}
+            procs.append(subprocess.Popen([sys.executable, "-m", "training.train", *argv], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            results.append((p.returncode, out, err))
+        return results
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def _free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -172,30 +195,15 @@ def test_two_workers_multiworker_mirrored_strategy(manifest, tmp_path):
     import training.models  # noqa: F401  (registers the custom layers for load_model)
 
     run, scratch = tmp_path / "run", tmp_path / "worker1"
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
-    procs = []
-    try:
-        for i in range(2):
-            env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps({"cluster": cluster,
-                                                                         "task": {"type": "worker", "index": i}})}
-            extra = ["--worker-dir", str(scratch)] if i else []
-            procs.append(subprocess.Popen([sys.executable, "-m", "training.train",
-                                           *_args("edge", manifest, run, "--epochs", "1", *extra)],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
-        outs = [p.communicate(timeout=900) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    outs = _two_workers([_args("edge", manifest, run, "--epochs", "1"),
+                         _args("edge", manifest, run, "--epochs", "1", "--worker-dir", str(scratch))])
+    for rc, out, err in outs:
+        assert rc == 0, err[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs]
     # per-replica batch 2 on each of 2 workers: 3 steps of a global batch of 4
     assert [(r["workers"], r["replicas"], r["steps"], r["epochs"], r["chief"]) for r in results] == \
         [(2, 2, 3, 1, True), (2, 2, 3, 1, False)]
-    for i, (out, _) in enumerate(outs):
+    for i, (_, out, _) in enumerate(outs):
         assert f"input pipeline {i} of 2: ds.shard(2, {i}) of the file list" in out
     assert [(e["epoch"], e["step"]) for e in _history(run)] == [(e["epoch"], e["step"]) for e in _history(scratch)]
     assert _history(run)[0]["global_batch"] == 4 and _history(run)[0]["images_per_s"] > 0
@@ -212,3 +220,55 @@ def test_two_workers_multiworker_mirrored_strategy(manifest, tmp_path):
     assert (run / "loss_curves.png").stat().st_size > 0 and not (scratch / "loss_curves.png").exists()
     assert sorted(os.listdir(run)) == sorted(["ckpt", "generator.keras", "generator.keras.json", "history.jsonl",
                                               "logs", "loss_curves.png", "samples", "steps.jsonl"])
+
+    # --resume where worker 1 cannot see the chief's run folder: both stop before training
+    outs = _two_workers([_args("edge", manifest, run, "--epochs", "2", "--resume"),
+                         _args("edge", manifest, tmp_path / "elsewhere", "--epochs", "2", "--resume")])
+    assert [rc for rc, _, _ in outs] == [1, 1]
+    assert all("must resume from the same checkpoint" in err for _, _, err in outs)
+    assert [(e["epoch"], e["step"]) for e in _history(run)] == [(1, 3)]
+    # --resume from the shared run folder: both continue at step 3 and end equal again
+    outs = _two_workers([_args("edge", manifest, run, "--epochs", "2", "--resume"),
+                         _args("edge", manifest, run, "--epochs", "2", "--resume", "--worker-dir", str(scratch))])
+    for rc, out, err in outs:
+        assert rc == 0, err[-3000:]
+        assert "resumed from" in out and json.loads(out.strip().splitlines()[-1])["steps"] == 6
+    assert [(e["epoch"], e["step"]) for e in _history(run)] == [(1, 3), (2, 6)]
+    chief = keras.saving.load_model(str(run / "generator.keras"), compile=False)
+    other = keras.saving.load_model(str(scratch / "generator.keras"), compile=False)
+    for a, b in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+SEED_AND_EDGE = ["autoencoder", "pix2pix", "dcgan", "cvae", "edge"]
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in VGG else m for m in SEED_AND_EDGE])
+def test_full_profile_with_bfloat16_trains(model, manifest, tmp_path):
+    # The GPU profile's settings (for pix2pix the identity loss too) with the GPU's bfloat16 mixed
+    # precision forced on this CPU, a batch of 1: dtype mistakes show here, not on a rented GPU.
+    import keras
+
+    out = tmp_path / model
+    a = parse_args(_args(model, manifest, out, "--profile", "full", "--precision", "bfloat16", "--epochs", "1",
+                         "--steps", "2", "--batch", "1", "--val-limit", "1"))
+    try:
+        r = train(a)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the policy is global: leave it as found
+    assert r["steps"] == 2
+    h = _history(out)[0]
+    assert all(math.isfinite(v) for k, v in h.items() if k != "time"), h
+    with open(out / "generator.keras.json") as f:
+        meta = json.load(f)["training"]
+    assert (meta["profile"], meta["precision"], meta["global_batch"]) == ("full", "mixed_bfloat16", 1)
+    assert ("encoder" in meta) == (model in VGG)
+    assert (out / "loss_curves.png").stat().st_size > 0
+    if model in ("pix2pix", "edge"):  # the full profile's identity loss, where face-api's weights are
+        from training import identity
+
+        try:
+            identity.faceapi_dir()
+            assert h["id"] > 0
+        except FileNotFoundError:
+            assert "id" not in h

@@ -469,8 +469,9 @@ def cvae_networks(latent: int = 128, base: int = 32) -> tuple[keras.Model, keras
         x = layers.Conv2D(ch, 4, strides=2, padding="same")(x)
         x = layers.LeakyReLU(0.2)(_bn()(x))
     h = layers.Concatenate()([layers.Flatten()(x), yaw])
-    mu = layers.Dense(latent, name="mu")(h)
-    logvar = layers.Dense(latent, name="logvar")(h)
+    # float32 under mixed precision: the sampling noise and the KL term are float32
+    mu = layers.Dense(latent, name="mu", dtype="float32")(h)
+    logvar = layers.Dense(latent, name="logvar", dtype="float32")(h)
     encoder = keras.Model([img, yaw], [mu, logvar], name="cvae_encoder")
 
     z = keras.Input((latent,), name="z")

@@ -20,6 +20,7 @@ Mixed precision (bfloat16) is used when a GPU is present (``--precision``).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -203,7 +204,9 @@ def train(args) -> dict:
         run_dir = args.out
     else:
         run_dir = args.worker_dir or tempfile.mkdtemp(prefix=f"frontalize-worker{worker_index}-")
-        scratch = None if args.worker_dir else run_dir
+        if not args.worker_dir:
+            scratch = run_dir
+            atexit.register(shutil.rmtree, scratch, True)  # also when the run stops on an error
     os.makedirs(run_dir, exist_ok=True)
     n_rep = strategy.num_replicas_in_sync
     global_batch = args.batch * n_rep
@@ -336,8 +339,7 @@ def train(args) -> dict:
               "seconds": round(time.time() - t0, 1), "generator": path, "replicas": n_rep, "workers": workers,
               "chief": chief, **({"encoder": encoder} if encoder else {})}
     if scratch:
-        shutil.rmtree(scratch, ignore_errors=True)
-        result["generator"] = None
+        result["generator"] = None  # in the scratch folder, deleted at exit
     print(json.dumps(result), flush=True)
     return result
 
