@@ -8,7 +8,7 @@ export FRONTALIZE_DATA := $(abspath $(DATA))
 # dlib's face recognition ResNet as TF.js weights (npm, 6 MB): the identity loss of training/identity.py.
 FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 
-.PHONY: setup demo test test-python test-browser train manifest crops pose-labels posenet export bench eval android-demo clean
+.PHONY: setup demo test test-python test-browser train manifest crops pose-labels posenet export bench bench-data eval android-demo clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -95,6 +95,11 @@ eval: manifest
 bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/bench.json -p no:cacheprovider -q
 	$(PY) -m benchmarks.report
+
+# Input throughput per CPU core: the tf.data training pipeline (1 and 2 threads) and training.prepare
+# (1 and 2 workers) on multipie30 -> benchmarks/results/data_pipeline.md (needs the data).
+bench-data: setup
+	$(PY) -m benchmarks.data_pipeline
 
 # Face candidates (runtime/detectors.py): each detector pass on cfp400, Multi-PIE and samples/ (cached in
 # artifacts/det_eval/), then recall / extra boxes / combinations -> benchmarks/results/detection_rate.md,

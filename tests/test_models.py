@@ -103,6 +103,47 @@ def test_vggface_weights_absent_says_so_once_and_keeps_random_weights(tmp_path, 
     assert capsys.readouterr().out == ""
 
 
+def _vgg_model(name, weights):
+    if name == "autoencoder":
+        return M.Autoencoder(weights=weights)
+    return M.Pix2Pix(generator=M.vgg_unet("transpose", "vgg_unet_pix2pix", weights=weights))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(VGG))
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_vgg_encoder_trains_without_weights_and_stays_frozen_with_them(tmp_path, name, with_weights, capsys):
+    # Without VGGFace's weights a frozen encoder would be random features forever: it must train.
+    # With them (here a file holding conv1_1 only, in keras-vggface's layout) it is frozen, as the
+    # original froze it, and the decoder alone learns.
+    keras.utils.set_random_seed(0)
+    path = str(tmp_path / "vggface.h5")
+    if with_weights:
+        _write_keras2_h5(path, {"conv1_1": _known((3, 3), (3, 64), 1)})
+    model = _vgg_model(name, path)
+    out = capsys.readouterr().out
+    assert out.count("VGGFace weights") == 1, out
+    assert ("1 layers loaded" in out) == with_weights and ("trains with the decoder" in out) != with_weights
+    assert M.encoder_state(model.generator) == (M.ENCODER_PRETRAINED if with_weights else M.ENCODER_RANDOM)
+    enc = model.generator.get_layer("vggface_vgg16")
+    dec = model.generator.get_layer("frontal")
+    if with_weights:
+        np.testing.assert_array_equal(enc.get_layer("conv1_1").get_weights()[0], _known((3, 3), (3, 64), 1)["kernel:0"])
+    before_enc = [w.copy() for w in enc.get_weights()]
+    before_dec = dec.get_weights()[0].copy()
+    x = np.stack([cartoon_face(1, 45, "07")]).astype("float32") / 127.5 - 1
+    t = np.stack([cartoon_face(1, 0, "07")]).astype("float32") / 127.5 - 1
+    logs = model.train_step({"x": tf.constant(x), "y": tf.constant(t), "yaw": tf.constant([YAWS.index(45)])})
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    assert not np.array_equal(dec.get_weights()[0], before_dec)  # the step ran and trained the decoder
+    changed = [not np.array_equal(a, b) for a, b in zip(enc.get_weights(), before_enc)]
+    assert len(changed) == 26  # 13 convolutions x (kernel, bias)
+    if with_weights:
+        assert not any(changed)
+    else:
+        assert all(changed)
+
+
 def test_vggface_weights_shape_mismatch_is_a_clear_error(tmp_path):
     path = str(tmp_path / "bad.h5")
     _write_keras2_h5(path, {"conv1_1": _known((3, 3), (3, 32), 1)})  # 32 filters, the encoder has 64

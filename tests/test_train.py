@@ -1,12 +1,14 @@
 """``python -m training.train`` end to end on a tiny generated data set, for every model:
 finite losses, checkpoints, the exported generator.keras + sidecar, and --resume continuing
 at the same step. Plus tf.distribute with two logical CPU devices (a subprocess: logical
-devices must be configured before TensorFlow initializes)."""
+devices must be configured before TensorFlow initializes), two worker processes under
+MultiWorkerMirroredStrategy, the input pipeline's sharding by worker, and the full profile."""
 from __future__ import annotations
 
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 
@@ -132,3 +134,141 @@ def test_profile_identity_loss_is_dropped_with_a_note_without_weights(manifest, 
     assert r["steps"] == 3
     assert "training without the identity loss" in capsys.readouterr().out
     assert "id" not in _history(tmp_path / "e")[0]
+
+
+def test_dataset_shards_are_disjoint_and_cover_the_split(manifest):
+    from training.data import make_dataset
+
+    def names(shard):
+        ds = make_dataset(manifest, "train", 1, train=False, repeat=False, shard=shard)
+        return [float(b["x"].numpy().mean()) for b in ds]  # the images themselves, decoded
+
+    whole = names(None)
+    parts = [names((2, 0)), names((2, 1))]
+    assert len(whole) == 12 and [len(p) for p in parts] == [6, 6]
+    assert sorted(parts[0] + parts[1]) == sorted(whole) and not set(parts[0]) & set(parts[1])
+    with pytest.raises(ValueError, match="cannot be split over 13 workers"):
+        make_dataset(manifest, "train", 1, train=True, shard=(13, 0))
+
+
+def _two_workers(argvs: list[list[str]], timeout: int = 900) -> list[tuple[int, str, str]]:
+    """Run ``python -m training.train`` as worker 0 and 1 of a localhost cluster; (rc, stdout, stderr)."""
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    procs = []
+    try:
+        for i, argv in enumerate(argvs):
+            env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                                         "task": {"type": "worker", "index": i}})}
+            procs.append(subprocess.Popen([sys.executable, "-m", "training.train", *argv], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            results.append((p.returncode, out, err))
+        return results
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_multiworker_mirrored_strategy(manifest, tmp_path):
+    # Two local processes under MultiWorkerMirroredStrategy (TF_CONFIG, two localhost ports), as
+    # two machines would run them: the same steps, the same weights at the end (the generator each
+    # worker saved, BatchNorm statistics included), each reading its own shard of the files, and
+    # only the chief writing the run folder.
+    import keras
+
+    import training.models  # noqa: F401  (registers the custom layers for load_model)
+
+    run, scratch = tmp_path / "run", tmp_path / "worker1"
+    outs = _two_workers([_args("edge", manifest, run, "--epochs", "1"),
+                         _args("edge", manifest, run, "--epochs", "1", "--worker-dir", str(scratch))])
+    for rc, out, err in outs:
+        assert rc == 0, err[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outs]
+    # per-replica batch 2 on each of 2 workers: 3 steps of a global batch of 4
+    assert [(r["workers"], r["replicas"], r["steps"], r["epochs"], r["chief"]) for r in results] == \
+        [(2, 2, 3, 1, True), (2, 2, 3, 1, False)]
+    for i, (_, out, _) in enumerate(outs):
+        assert f"input pipeline {i} of 2: ds.shard(2, {i}) of the file list" in out
+    assert [(e["epoch"], e["step"]) for e in _history(run)] == [(e["epoch"], e["step"]) for e in _history(scratch)]
+    assert _history(run)[0]["global_batch"] == 4 and _history(run)[0]["images_per_s"] > 0
+
+    chief = keras.saving.load_model(str(run / "generator.keras"), compile=False)
+    other = keras.saving.load_model(str(scratch / "generator.keras"), compile=False)
+    assert [w.path for w in chief.weights] == [w.path for w in other.weights]
+    for a, b in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    moving = [w.numpy() for w in chief.weights if w.path.endswith("moving_mean")]
+    assert moving and any(np.abs(m).max() > 0 for m in moving)  # trained statistics, not the zeros they start at
+    # only the chief writes the run folder (checkpoints, curves); the other wrote its copies aside
+    assert any(f.startswith("ckpt-3.") for f in os.listdir(run / "ckpt"))
+    assert (run / "loss_curves.png").stat().st_size > 0 and not (scratch / "loss_curves.png").exists()
+    assert sorted(os.listdir(run)) == sorted(["ckpt", "generator.keras", "generator.keras.json", "history.jsonl",
+                                              "logs", "loss_curves.png", "samples", "steps.jsonl"])
+
+    # --resume where worker 1 cannot see the chief's run folder: both stop before training
+    outs = _two_workers([_args("edge", manifest, run, "--epochs", "2", "--resume"),
+                         _args("edge", manifest, tmp_path / "elsewhere", "--epochs", "2", "--resume")])
+    assert [rc for rc, _, _ in outs] == [1, 1]
+    assert all("must resume from the same checkpoint" in err for _, _, err in outs)
+    assert [(e["epoch"], e["step"]) for e in _history(run)] == [(1, 3)]
+    # --resume from the shared run folder: both continue at step 3 and end equal again
+    outs = _two_workers([_args("edge", manifest, run, "--epochs", "2", "--resume"),
+                         _args("edge", manifest, run, "--epochs", "2", "--resume", "--worker-dir", str(scratch))])
+    for rc, out, err in outs:
+        assert rc == 0, err[-3000:]
+        assert "resumed from" in out and json.loads(out.strip().splitlines()[-1])["steps"] == 6
+    assert [(e["epoch"], e["step"]) for e in _history(run)] == [(1, 3), (2, 6)]
+    chief = keras.saving.load_model(str(run / "generator.keras"), compile=False)
+    other = keras.saving.load_model(str(scratch / "generator.keras"), compile=False)
+    for a, b in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+SEED_AND_EDGE = ["autoencoder", "pix2pix", "dcgan", "cvae", "edge"]
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in VGG else m for m in SEED_AND_EDGE])
+def test_full_profile_with_bfloat16_trains(model, manifest, tmp_path):
+    # The GPU profile's settings (for pix2pix the identity loss too) with the GPU's bfloat16 mixed
+    # precision forced on this CPU, a batch of 1: dtype mistakes show here, not on a rented GPU.
+    import keras
+
+    out = tmp_path / model
+    a = parse_args(_args(model, manifest, out, "--profile", "full", "--precision", "bfloat16", "--epochs", "1",
+                         "--steps", "2", "--batch", "1", "--val-limit", "1"))
+    try:
+        r = train(a)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the policy is global: leave it as found
+    assert r["steps"] == 2
+    h = _history(out)[0]
+    assert all(math.isfinite(v) for k, v in h.items() if k != "time"), h
+    with open(out / "generator.keras.json") as f:
+        meta = json.load(f)["training"]
+    assert (meta["profile"], meta["precision"], meta["global_batch"]) == ("full", "mixed_bfloat16", 1)
+    assert ("encoder" in meta) == (model in VGG)
+    assert (out / "loss_curves.png").stat().st_size > 0
+    if model in ("pix2pix", "edge"):  # the full profile's identity loss, where face-api's weights are
+        from training import identity
+
+        try:
+            identity.faceapi_dir()
+            assert h["id"] > 0
+        except FileNotFoundError:
+            assert "id" not in h

@@ -3,6 +3,14 @@
 Augmentation (train only): a horizontal flip of both images that also flips the yaw sign,
 and mild colour jitter (the same for side and frontal: they share the lighting).
 Images are scaled to [-1, 1].
+
+Sharding across workers (MultiWorkerMirroredStrategy): ``shard=(num_workers, index)`` applies
+``ds.shard`` to the list of file names, before anything is read, so each worker reads and decodes
+only its own 1/num_workers of the images. tf.data's auto-shard policy DATA would read and decode
+every image on every worker and then keep 1/num_workers of them; FILE needs at least one file
+per worker and a file-reading dataset (TFRecord), which a list of JPEG paths is not.
+``training.train`` builds one pipeline per worker through ``strategy.distribute_datasets_from_function``
+(per-replica batches, no auto-sharding).
 """
 from __future__ import annotations
 
@@ -45,15 +53,28 @@ def rows_dataset(rows: list[dict], root: str) -> tf.data.Dataset:
     })
 
 
+def _shard(ds: tf.data.Dataset, n_rows: int, shard: tuple[int, int] | None) -> tuple[tf.data.Dataset, int]:
+    """``ds.shard(num_workers, index)`` on the file list; returns the shard and its length."""
+    if not shard or shard[0] <= 1:
+        return ds, n_rows
+    n, i = shard
+    if n_rows < n:
+        raise ValueError(f"{n_rows} rows cannot be split over {n} workers")
+    return ds.shard(n, i), len(range(i, n_rows, n))
+
+
 def make_dataset(manifest: dict | str, split: str, batch: int, train: bool, seed: int = 0,
-                 root: str | None = None, limit: int | None = None, repeat: bool | None = None) -> tf.data.Dataset:
+                 root: str | None = None, limit: int | None = None, repeat: bool | None = None,
+                 shard: tuple[int, int] | None = None) -> tf.data.Dataset:
+    """``batch``: per pipeline (per worker without a strategy, per replica under
+    ``distribute_datasets_from_function``). ``shard``: (num_workers, this worker's index)."""
     m = read_manifest(manifest) if isinstance(manifest, str) else manifest
     rows = m["pairs"][split][:limit] if limit else m["pairs"][split]
     if not rows:
         raise ValueError(f"manifest has no '{split}' pairs")
-    ds = rows_dataset(rows, root or m["root"])
+    ds, n = _shard(rows_dataset(rows, root or m["root"]), len(rows), shard)
     if train:
-        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda e: {"x": _load(e["x"]), "y": _load(e["y"]), "yaw": e["yaw"]}, num_parallel_calls=AUTOTUNE)
     if train:
         ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
@@ -94,7 +115,8 @@ def pooled_rows_dataset(rows: list[dict]) -> tf.data.Dataset:
 
 
 def make_pooled_dataset(manifest: dict, split: str, batch: int, train: bool, seed: int = 0,
-                        limit: int | None = None, repeat: bool | None = None) -> tf.data.Dataset:
+                        limit: int | None = None, repeat: bool | None = None,
+                        shard: tuple[int, int] | None = None) -> tf.data.Dataset:
     """Batches of {x, y, yaw (degrees, estimated), w (pixel-loss weight), idt (CFP identity or -1)},
     and for training {real}: frontal photographs for the discriminator. Training mixes the row
     kinds by KIND_SHARE; evaluation reads the rows in order."""
@@ -104,7 +126,7 @@ def make_pooled_dataset(manifest: dict, split: str, batch: int, train: bool, see
         raise ValueError(f"pooled manifest has no '{split}' rows")
     load = _pooled_example(root)
     if not train:
-        ds = pooled_rows_dataset(rows).map(load, num_parallel_calls=AUTOTUNE)
+        ds = _shard(pooled_rows_dataset(rows), len(rows), shard)[0].map(load, num_parallel_calls=AUTOTUNE)
         if repeat:
             ds = ds.repeat()
         return ds.batch(batch).prefetch(AUTOTUNE)
@@ -112,16 +134,18 @@ def make_pooled_dataset(manifest: dict, split: str, batch: int, train: bool, see
     for r in rows:
         by_kind.setdefault(r["kind"], []).append(r)
     kinds = [k for k in KIND_SHARE if k in by_kind]
-    parts = [pooled_rows_dataset(by_kind[k]).shuffle(len(by_kind[k]), seed=seed, reshuffle_each_iteration=True).repeat()
-             for k in kinds]
+    parts = []
+    for k in kinds:
+        part, n = _shard(pooled_rows_dataset(by_kind[k]), len(by_kind[k]), shard)
+        parts.append(part.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat())
     weights = [KIND_SHARE[k] for k in kinds]
     ds = tf.data.Dataset.sample_from_datasets(parts, [w / sum(weights) for w in weights], seed=seed)
     ds = ds.map(load, num_parallel_calls=AUTOTUNE)
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
     ds = ds.map(_flip_pooled, num_parallel_calls=AUTOTUNE)
     reals = manifest["reals"][split]
-    real = (tf.data.Dataset.from_tensor_slices([f"{root}/{p}" for p in reals])
-            .shuffle(len(reals), seed=seed + 1, reshuffle_each_iteration=True).repeat()
+    real, n = _shard(tf.data.Dataset.from_tensor_slices([f"{root}/{p}" for p in reals]), len(reals), shard)
+    real = (real.shuffle(n, seed=seed + 1, reshuffle_each_iteration=True).repeat()
             .map(_load, num_parallel_calls=AUTOTUNE)
             .map(lambda im: tf.image.random_flip_left_right(im), num_parallel_calls=AUTOTUNE))
     ds = tf.data.Dataset.zip((ds, real)).map(lambda e, r: {**e, "real": r})

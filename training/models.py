@@ -62,11 +62,10 @@ def vggface_encoder(size: int = SIZE) -> keras.Model:
 def load_vggface_weights(encoder: keras.Model, path: str = VGGFACE_WEIGHTS, verbose: bool = True) -> bool:
     """Load a keras-vggface .h5 (Keras 2 save_weights layout) into ``encoder`` by layer name.
 
-    Returns False (and says so once) when the file is absent: the encoder keeps random weights.
+    Returns False when the file is absent: the encoder keeps its random weights (``vgg_unet``
+    says so and trains it).
     """
     if not os.path.exists(path):
-        if verbose:
-            print(f"VGGFace weights not found at {path}: the encoder starts from random weights.")
         return False
     with h5py.File(path, "r") as f:
         group = f["model_weights"] if "model_weights" in f else f
@@ -94,16 +93,29 @@ def load_vggface_weights(encoder: keras.Model, path: str = VGGFACE_WEIGHTS, verb
     return True
 
 
+# What the generator's sidecar and the model card say about the encoder (``encoder_state``).
+ENCODER_PRETRAINED = "VGGFace weights, frozen"
+ENCODER_RANDOM = "random initialisation, trained with the decoder (no VGGFace weights)"
+
+
 def vgg_unet(decoder: str = "upsample", name: str = "vgg_unet", weights: str | None = VGGFACE_WEIGHTS) -> keras.Model:
-    """U-Net on the frozen VGGFace encoder, skips from conv2_2 ... conv5_3.
+    """U-Net on the VGGFace encoder, skips from conv2_2 ... conv5_3.
+
+    With the VGGFace weights (loaded by layer name from ``weights``) the encoder is frozen, as in
+    the original project. Without them (``weights`` None or the file absent) it starts from random
+    weights and trains with the decoder: a frozen random encoder cannot learn faces. Either way
+    one line says which.
 
     decoder="upsample": bilinear upsampling + conv (the autoencoder); "transpose": transposed
     convs (pix2pix generator). Output tanh in [-1, 1].
     """
     enc = vggface_encoder()
-    if weights is not None:
-        load_vggface_weights(enc, weights)
-    enc.trainable = False
+    pretrained = weights is not None and load_vggface_weights(enc, weights)
+    enc.trainable = not pretrained
+    if not pretrained:
+        where = f"not found at {weights}" if weights is not None else "not given"
+        print(f"VGGFace weights {where}: the encoder starts from random weights and trains with the decoder.",
+              flush=True)
     inp = keras.Input((SIZE, SIZE, 3), name="image")
     f = enc(inp)
     x = f["pool5"]  # 4x4x512
@@ -124,6 +136,15 @@ def vgg_unet(decoder: str = "upsample", name: str = "vgg_unet", weights: str | N
         x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
     out = layers.Conv2D(3, 3, padding="same", activation="tanh", dtype="float32", name="frontal")(x)
     return keras.Model(inp, out, name=name)
+
+
+def encoder_state(generator: keras.Model) -> str | None:
+    """ENCODER_PRETRAINED / ENCODER_RANDOM for a VGG U-Net generator, None for the others."""
+    try:
+        enc = generator.get_layer("vggface_vgg16")
+    except ValueError:
+        return None
+    return ENCODER_RANDOM if enc.trainable else ENCODER_PRETRAINED
 
 
 # ----------------------------------------------------------------------------- discriminators
@@ -448,8 +469,9 @@ def cvae_networks(latent: int = 128, base: int = 32) -> tuple[keras.Model, keras
         x = layers.Conv2D(ch, 4, strides=2, padding="same")(x)
         x = layers.LeakyReLU(0.2)(_bn()(x))
     h = layers.Concatenate()([layers.Flatten()(x), yaw])
-    mu = layers.Dense(latent, name="mu")(h)
-    logvar = layers.Dense(latent, name="logvar")(h)
+    # float32 under mixed precision: the sampling noise and the KL term are float32
+    mu = layers.Dense(latent, name="mu", dtype="float32")(h)
+    logvar = layers.Dense(latent, name="logvar", dtype="float32")(h)
     encoder = keras.Model([img, yaw], [mu, logvar], name="cvae_encoder")
 
     z = keras.Input((latent,), name="z")
@@ -514,6 +536,42 @@ class Frontalizer(keras.Model):
     def optimizers(self) -> dict:
         return {"g_opt": self.g_opt}
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (3.15) builds a distributed model from the mean of the replicas' first batches,
+        # a strategy.reduce over the batch's dict that MultiWorkerMirroredStrategy cannot do (and a
+        # cross-worker all-reduce of images): keras-team/keras#20585. Build from this worker's own
+        # first batch instead; the variables are synchronised by the strategy anyway.
+        strategy = self._distribute_strategy
+        if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(it))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def make_train_function(self, force=False):
+        self._vector_logs()
+        return super().make_train_function(force)
+
+    def make_test_function(self, force=False):
+        self._vector_logs()
+        return super().make_test_function(force)
+
+    def _vector_logs(self):
+        # Keras 3 (3.15) averages the replicas' logs over several workers with
+        # strategy.reduce("MEAN", v, axis=0), which fails on the scalars a train_step returns
+        # (keras-team/keras#20585): give each a batch axis of 1 there, so the mean is the scalar.
+        if not isinstance(self._distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        for name in ("train_step", "test_step"):
+            step = getattr(self, name)
+            if not getattr(step, "vector_logs", False):
+                def vector(data, step=step):
+                    return {k: tf.reshape(v, [1]) for k, v in step(data).items()}
+                vector.vector_logs = True
+                setattr(self, name, vector)
+
     def build_optimizers(self):
         for name, opt in self.optimizers().items():
             opt.build(self._opt_vars(name))
@@ -523,7 +581,8 @@ class Frontalizer(keras.Model):
 
 
 class Autoencoder(Frontalizer):
-    """The seed's U-Net autoencoder: frozen VGGFace encoder, MSE."""
+    """The seed's U-Net autoencoder: VGGFace encoder (frozen when its weights are loaded, else
+    trained from random weights; see ``vgg_unet``), MSE."""
 
     kind = "autoencoder"
 

@@ -6,26 +6,38 @@ leaves the previous checkpoint in force. ``--resume`` restores it, so the optimi
 count and epoch continue where they were. TensorBoard logs and a PNG grid of
 (input | prediction | target) on fixed validation pairs are written each epoch.
 
-Scaling: with several GPUs, MirroredStrategy; with TF_CONFIG set, MultiWorkerMirroredStrategy;
+Each epoch appends a line to ``history.jsonl`` (losses, validation L1, training images per
+second); every LOG_EVERY steps a line goes to ``steps.jsonl``; at the end ``loss_curves.png``
+(training.curves) is drawn from both.
+
+Scaling: with several GPUs, MirroredStrategy; with TF_CONFIG set, MultiWorkerMirroredStrategy
+(one process per machine; each worker reads its own shard of the images, see training.data;
+only the chief writes the run folder, the others write to a scratch folder, ``--worker-dir``);
 ``--cpu-replicas N`` splits the CPU into N logical devices under MirroredStrategy (tests).
-Mixed precision (bfloat16) is used when a GPU is present.
+``--batch`` is per replica: the global batch is batch x replicas over all workers.
+Mixed precision (bfloat16) is used when a GPU is present (``--precision``).
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 PROFILES = {
     # fast: what `make train` runs on a 2-core CPU (about 90 minutes for all five).
     "fast": {"edge": (4, 250, 16), "pix2pix": (1, 60, 8), "autoencoder": (1, 60, 8),
              "dcgan": (1, 150, 16), "cvae": (1, 200, 16), "geo": (20, 250, 16)},
-    # full: for a GPU. (epochs, steps per epoch, batch)
-    "full": {"edge": (60, 660, 16), "pix2pix": (40, 660, 16), "autoencoder": (40, 660, 16),
-             "dcgan": (60, 660, 16), "cvae": (60, 660, 16), "geo": (60, 1000, 32)},
+    # full: for a GPU. (epochs, steps per epoch, batch per replica); 165 steps of 64 are one pass
+    # over multipie30's 10,560 training pairs.
+    "full": {"edge": (60, 165, 64), "pix2pix": (40, 165, 64), "autoencoder": (40, 165, 64),
+             "dcgan": (60, 165, 64), "cvae": (60, 165, 64), "geo": (60, 1000, 32)},
 }
+LOG_EVERY = 10  # steps between lines of steps.jsonl
 
 
 # Identity-loss weight per profile and model when --id-weight is not given (see EdgeGAN /
@@ -33,23 +45,73 @@ PROFILES = {
 PROFILE_ID_WEIGHT = {"fast": {"edge": 20.0, "geo": 3.0}, "full": {"edge": 20.0, "pix2pix": 20.0, "geo": 3.0}}
 
 
-def make_strategy(cpu_replicas: int = 0):
+def make_strategy(cpu_replicas: int = 0, precision: str = "auto"):
+    """The tf.distribute strategy, and the Keras dtype policy (``precision``: auto = bfloat16
+    mixed precision when a GPU is present, float32 otherwise; bfloat16; float32)."""
+    import keras
     import tensorflow as tf
 
+    gpus = tf.config.list_physical_devices("GPU")
     if cpu_replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
-        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)])
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        import keras
+        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)])
+    elif os.environ.get("TF_CONFIG"):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    mixed = precision == "bfloat16" or (precision == "auto" and bool(gpus))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
+    return strategy
 
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+
+def worker_role(strategy) -> tuple[int, int, bool]:
+    """(workers, this worker's index, is chief). One worker unless MultiWorkerMirroredStrategy;
+    the chief is task "chief", or worker 0 when the cluster has no chief task."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec:
+        return 1, 0, True
+    kind, index = resolver.task_type, resolver.task_id or 0
+    chiefs = len(spec.get("chief", []))
+    workers = chiefs + len(spec.get("worker", []))
+    if kind == "chief":
+        return workers, 0, True
+    return workers, index + chiefs, chiefs == 0 and index == 0
+
+
+def _check_same_step(strategy, step: int, workers: int) -> None:
+    """Every worker must start from the same checkpoint (else their weights differ for good)."""
+    import tensorflow as tf
+
+    if workers <= 1:
+        return
+    total = strategy.reduce("SUM", strategy.run(lambda: tf.constant(step, tf.int64)), axis=None)
+    if int(total) != step * strategy.num_replicas_in_sync:
+        raise SystemExit(f"this worker is at step {step} but another is not: every worker must resume from the "
+                         f"same checkpoint, so the run folder (--out) must be on storage that all workers see")
+
+
+def moving_statistics_sync(strategy, model):
+    """A function that replaces every replica's BatchNorm moving mean and variance by their mean
+    over all replicas of all workers (None with one replica). Keras 3 keeps one copy per replica,
+    each updated from that replica's batches only (tf.keras 2 averaged them on read), so without
+    this the workers' checkpoints and generators differ. The moving averages are linear in the
+    batch statistics, so averaging them at each epoch's end equals averaging every update."""
+    import tensorflow as tf
+
+    if strategy.num_replicas_in_sync <= 1:
+        return None
+    stats = [v for v in model.non_trainable_variables if v.path.endswith(("/moving_mean", "/moving_variance"))]
+
+    def replica():
+        ctx = tf.distribute.get_replica_context()
+        for v in stats:
+            v.assign(ctx.all_reduce("MEAN", tf.identity(v.value)))
+
+    return tf.function(lambda: strategy.run(replica))
 
 
 def _grid(model, batch, path):
@@ -76,30 +138,111 @@ def export_generator(model, out_dir: str, extra: dict | None = None) -> str:
     return path
 
 
+def _epoch_callback(model, run_dir: str, global_batch: int, epoch_var, manager, fixed, sync):
+    """Keras callback: steps.jsonl every LOG_EVERY steps; at each epoch's end the replicas' BatchNorm
+    statistics averaged (``sync``), a checkpoint, the sample grid and a history.jsonl line with
+    training images/s (steady state: from the end of the epoch's first step to the end of its
+    last, so graph tracing is left out)."""
+    import keras
+
+    class EpochEnd(keras.callbacks.Callback):
+        def on_epoch_begin(self, ep, logs=None):
+            self.ep, self.t_begin, self.t_first, self.t_last, self.n = ep + 1, time.time(), None, None, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.t_last = time.time()
+            self.t_first = self.t_first or self.t_last
+            self.n += 1
+            self.last = {"step": int(model.g_opt.iterations.numpy()), "epoch": self.ep, "time": self.t_last,
+                         **{k: float(v) for k, v in (logs or {}).items()}}
+            if self.last["step"] % LOG_EVERY == 0 or self.n == 1:
+                self._log_step()
+
+        def _log_step(self):
+            with open(os.path.join(run_dir, "steps.jsonl"), "a") as f:
+                f.write(json.dumps(self.last) + "\n")
+
+        def on_epoch_end(self, ep, logs=None):
+            epoch_var.assign(ep + 1)
+            step = int(model.g_opt.iterations.numpy())
+            if self.n and step % LOG_EVERY and self.n > 1:
+                self._log_step()  # the epoch's last step, so the curve reaches the checkpoint
+            if self.n > 1:
+                rate = (self.n - 1) * global_batch / max(self.t_last - self.t_first, 1e-9)
+            else:
+                rate = self.n * global_batch / max((self.t_last or time.time()) - self.t_begin, 1e-9)
+            if sync is not None:
+                sync()
+            manager.save(checkpoint_number=step)
+            _grid(model, fixed, os.path.join(run_dir, "samples", f"epoch_{ep + 1:03d}.png"))
+            with open(os.path.join(run_dir, "history.jsonl"), "a") as f:
+                f.write(json.dumps({"epoch": ep + 1, "step": step, "time": time.time(),
+                                    "images_per_s": round(rate, 2), "global_batch": global_batch,
+                                    "train_s": round((self.t_last or self.t_begin) - self.t_begin, 2),
+                                    **{k: float(v) for k, v in (logs or {}).items()}}) + "\n")
+
+    return EpochEnd()
+
+
 def train(args) -> dict:
     import keras
     import tensorflow as tf
 
     from .data import make_dataset
     from .datasets import read_manifest
-    from .models import MODELS, describe
+    from .models import MODELS, describe, encoder_state
 
     keras.utils.set_random_seed(args.seed)
-    strategy = make_strategy(args.cpu_replicas)
+    strategy = make_strategy(args.cpu_replicas, args.precision)
+    workers, worker_index, chief = worker_role(strategy)
     manifest = read_manifest(args.manifest)
     root = args.data or manifest["root"]
-    os.makedirs(args.out, exist_ok=True)
+    # Only the chief writes the run folder; the other workers save the same checkpoints, samples
+    # and generator (saving may need every worker: collective reads) into a scratch folder.
+    scratch = None
+    if chief:
+        run_dir = args.out
+    else:
+        run_dir = args.worker_dir or tempfile.mkdtemp(prefix=f"frontalize-worker{worker_index}-")
+        if not args.worker_dir:
+            scratch = run_dir
+            atexit.register(shutil.rmtree, scratch, True)  # also when the run stops on an error
+    os.makedirs(run_dir, exist_ok=True)
     n_rep = strategy.num_replicas_in_sync
     global_batch = args.batch * n_rep
+    if workers > 1:
+        print(f"worker {worker_index} of {workers} ({'chief' if chief else 'writes to ' + run_dir}), "
+              f"{n_rep} replicas in all, global batch {global_batch}", flush=True)
     pooled = manifest.get("kind") == "pooled"  # training.pooled: the geo generator's data
     if pooled != (args.model == "geo"):
         raise SystemExit("the geo model trains on a pooled manifest (python -m training.pooled), "
                          "the other models on a paired one (python -m training.datasets)")
+
+    def distribute(make, batch=global_batch):
+        """One pipeline per worker, per-replica batches, this worker's shard of the files."""
+        def fn(ctx):
+            if ctx.num_input_pipelines > 1:
+                print(f"input pipeline {ctx.input_pipeline_id} of {ctx.num_input_pipelines}: "
+                      f"ds.shard({ctx.num_input_pipelines}, {ctx.input_pipeline_id}) of the file list", flush=True)
+            return make(ctx.get_per_replica_batch_size(batch), (ctx.num_input_pipelines, ctx.input_pipeline_id))
+        if n_rep == 1:
+            return make(batch, None)
+        return strategy.distribute_datasets_from_function(fn)
+
+    val_split = "val" if manifest["pairs"].get("val") else "train"
+    # Validation rows: a multiple of the global batch where there are enough (else of the replica
+    # count), so every replica of every worker gets equal batches; Keras builds the model from the
+    # mean of the replicas' first batches, which fails on unequal ones.
+    n_val = min(args.val_limit, len(manifest["pairs"][val_split]))
+    val_batch = min(global_batch, max(n_val // n_rep, 1) * n_rep)
+    val_limit = n_val // val_batch * val_batch or n_val
     if pooled:
         from .data import make_pooled_dataset
 
-        train_ds = make_pooled_dataset(manifest, "train", global_batch, train=True, seed=args.seed)
-        val_ds = make_pooled_dataset(manifest, "val", global_batch, train=False, limit=args.val_limit)
+        train_ds = distribute(lambda b, sh: make_pooled_dataset(manifest, "train", b, train=True, seed=args.seed,
+                                                                shard=sh))
+        val_ds = distribute(lambda b, sh: make_pooled_dataset(manifest, "val", b, train=False, limit=val_limit,
+                                                              shard=sh), val_batch)
         # fixed sample rows: studio pairs at 30/60/90, TP-GAN pseudo-pairs at 90, two wild profiles
         rows, fixed_rows = manifest["pairs"]["val"], []
         for kind, yaw in [("mp30", 30), ("mp30", -60), ("mp30", 90), ("mp137", 90), ("cfp_profile", None),
@@ -109,10 +252,10 @@ def train(args) -> dict:
         fixed = next(iter(make_pooled_dataset({**manifest, "pairs": {"fixed": fixed_rows}}, "fixed", len(fixed_rows),
                                               train=False)))
     else:
-        train_ds = make_dataset(manifest, "train", global_batch, train=True, seed=args.seed, root=root)
-        val_split = "val" if manifest["pairs"].get("val") else "train"
-        val_ds = make_dataset(manifest, val_split, global_batch, train=False, root=root,
-                              limit=args.val_limit, repeat=False)
+        train_ds = distribute(lambda b, sh: make_dataset(manifest, "train", b, train=True, seed=args.seed, root=root,
+                                                         shard=sh))
+        val_ds = distribute(lambda b, sh: make_dataset(manifest, val_split, b, train=False, root=root,
+                                                       limit=val_limit, repeat=False, shard=sh), val_batch)
         rows = manifest["pairs"][val_split]
         # One fixed pair per yaw in (-90, -60, -30, 30, 60, 90) where the split has it.
         by_yaw = {}
@@ -162,33 +305,41 @@ def train(args) -> dict:
                                                         ("decoder", getattr(model, "decoder", None))] if v is not None},
                                    **model.optimizers())
     print(describe(model.generator), flush=True)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(args.out, "ckpt"), max_to_keep=2)
-    if args.resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"resumed from {manager.latest_checkpoint}: epoch {int(epoch.numpy())}, "
+    encoder = encoder_state(model.generator)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "ckpt"), max_to_keep=2)
+    # every worker restores the chief's checkpoint: the run folder must be on shared storage
+    latest = tf.train.latest_checkpoint(os.path.join(args.out, "ckpt")) if args.resume else None
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
+        print(f"resumed from {latest}: epoch {int(epoch.numpy())}, "
               f"step {int(model.g_opt.iterations.numpy())}", flush=True)
     elif args.resume:
         print("--resume: no checkpoint yet, starting fresh", flush=True)
-
-    class EpochEnd(keras.callbacks.Callback):
-        def on_epoch_end(self, ep, logs=None):
-            epoch.assign(ep + 1)
-            step = int(model.g_opt.iterations.numpy())
-            manager.save(checkpoint_number=step)
-            _grid(model, fixed, os.path.join(args.out, "samples", f"epoch_{ep + 1:03d}.png"))
-            with open(os.path.join(args.out, "history.jsonl"), "a") as f:
-                f.write(json.dumps({"epoch": ep + 1, "step": step, "time": time.time(),
-                                    **{k: float(v) for k, v in (logs or {}).items()}}) + "\n")
+    _check_same_step(strategy, int(model.g_opt.iterations.numpy()), workers)
 
     t0 = time.time()
     start = int(epoch.numpy())
     if start < args.epochs:
         model.fit(train_ds, epochs=args.epochs, initial_epoch=start, steps_per_epoch=args.steps,
-                  validation_data=val_ds, verbose=args.verbose,
-                  callbacks=[EpochEnd(), keras.callbacks.TensorBoard(os.path.join(args.out, "logs"), update_freq=50)])
-    path = export_generator(model, args.out)
+                  validation_data=val_ds, validation_steps=max(1, val_limit // val_batch), verbose=args.verbose,
+                  callbacks=[_epoch_callback(model, run_dir, global_batch, epoch, manager, fixed,
+                                             moving_statistics_sync(strategy, model)),
+                             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq=50)])
+    extra = {"training": {"profile": args.profile, "precision": keras.mixed_precision.global_policy().name,
+                          "global_batch": global_batch, "replicas": n_rep, "workers": workers,
+                          "steps": int(model.g_opt.iterations.numpy())}}
+    if encoder:
+        extra["training"]["encoder"] = encoder
+    path = export_generator(model, run_dir, extra)
+    if chief:
+        from .curves import plot_run
+
+        plot_run(run_dir)
     result = {"model": args.model, "epochs": int(epoch.numpy()), "steps": int(model.g_opt.iterations.numpy()),
-              "seconds": round(time.time() - t0, 1), "generator": path, "replicas": n_rep}
+              "seconds": round(time.time() - t0, 1), "generator": path, "replicas": n_rep, "workers": workers,
+              "chief": chief, **({"encoder": encoder} if encoder else {})}
+    if scratch:
+        result["generator"] = None  # in the scratch folder, deleted at exit
     print(json.dumps(result), flush=True)
     return result
 
@@ -215,6 +366,12 @@ def parse_args(argv=None):
                          "(default: the profile's, PROFILE_ID_WEIGHT)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--cpu-replicas", type=int, default=0, help="split the CPU into N devices (tests)")
+    ap.add_argument("--precision", choices=["auto", "bfloat16", "float32"], default="auto",
+                    help="auto: bfloat16 mixed precision when a GPU is present, else float32 (use float32 on "
+                         "GPUs without bfloat16, older than Ampere)")
+    ap.add_argument("--worker-dir", help="multi-worker: where a non-chief worker writes its copies of the "
+                                         "checkpoints, samples and generator (default: a temporary folder, "
+                                         "deleted at the end; a given folder is kept)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verbose", type=int, default=1 if sys.stdout.isatty() else 2)
     a = ap.parse_args(argv)
