@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
     p.add_argument("--out", default="out/frontalize", help="output folder (default out/frontalize)")
     p.add_argument("--sheet", action="store_true", help="also write an input | crop | frontal sheet per face")
-    p.add_argument("--detector", default="cascade", choices=("cascade", "hog", "blazeface", "cnn"),
-                   help="face detector (default cascade: HOG, then BlazeFace, then dlib CNN)")
+    p.add_argument("--detector", default="default", choices=("default", "fast"),
+                   help="candidate detectors (default: BlazeFace short/back/full range + MTCNN, merged; "
+                        "fast: the two BlazeFace passes)")
     p.add_argument("--max-faces", type=int, help="at most this many faces per image (largest first)")
     p.add_argument("--resume", action="store_true", help="skip files already done in --out's results.json")
     return p

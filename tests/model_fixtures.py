@@ -30,7 +30,7 @@ def sample_crops() -> np.ndarray:
     from runtime.detect import FaceAnalyzer
     from runtime.image_io import load_image
 
-    crop = FaceAnalyzer("hog", threads=1).analyze(load_image(SAMPLE).rgb)[0][0].crop
+    crop = FaceAnalyzer("fast", threads=1).analyze(load_image(SAMPLE).rgb)[0][0].crop
     out = []
     for flip in (False, True):
         c = crop[:, ::-1] if flip else crop

@@ -53,3 +53,31 @@ def multipie_manifest(root: str, split: dict[str, list[str]], path: str) -> dict
     m = build_manifest(root, "multipie", split=split)
     write_manifest(m, path)
     return m
+
+
+def pooled_manifest(root: str, path: str) -> dict:
+    """A tiny training.pooled manifest over cartoon faces: studio pairs (kind mp30), frontal
+    pass-throughs (mp30_front) and unpaired "wild" profiles (cfp_profile) of two identities per split."""
+    import json
+
+    rows, reals = {"train": [], "val": [], "test": []}, {"train": [], "val": [], "test": []}
+    ids = {"train": ["001", "002"], "val": ["003"], "test": ["004"]}
+    write_multipie(root, sum(ids.values(), []), yaws=(0, 30, -60, 90))
+    for split, group in ids.items():
+        for k, sid in enumerate(group):
+            front = f"{sid}/{sid}_01_01_051_07.jpg"
+            reals[split].append(front)
+            rows[split].append({"kind": "mp30_front", "set": "multipie30", "x": front, "y": front, "id": sid,
+                                "yaw": 0, "yaw_est": 1.5, "w": 1.0, "idt": -1})
+            for yaw in (30, -60, 90):
+                side = f"{sid}/{sid}_01_01_{YAW_CAM[yaw]}_07.jpg"
+                rows[split].append({"kind": "mp30", "set": "multipie30", "x": side, "y": front, "id": sid,
+                                    "yaw": yaw, "yaw_est": yaw + 3.0, "w": 1.0, "idt": -1})
+            prof = f"{sid}/{sid}_01_01_240_12.jpg"
+            rows[split].append({"kind": "cfp_profile", "set": "cfp400", "x": prof, "y": prof, "id": sid,
+                                "yaw": None, "yaw_est": 85.0, "w": 0.0, "idt": k})
+    m = {"kind": "pooled", "root": os.path.abspath(root), "pairs": rows, "reals": reals,
+         "cfp_identities": ["001", "002"], "splits": {}}
+    with open(path, "w") as f:
+        json.dump(m, f)
+    return m

@@ -36,7 +36,7 @@ def data(tmp_path_factory):
     from runtime.detect import FaceAnalyzer
     from runtime.image_io import load_image
 
-    fa = FaceAnalyzer("hog", threads=1)
+    fa = FaceAnalyzer("fast", threads=1)
     faces = {sid: fa.analyze(load_image(os.path.join(ROOT, "samples", f)).rgb)[0][0].crop for sid, f in SAMPLES.items()}
     d = tmp_path_factory.mktemp("evaluate")
     root = str(d / "data")

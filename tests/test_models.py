@@ -39,6 +39,9 @@ def test_generator_l1_falls_on_a_fixed_pair(name):
     x = np.stack([cartoon_face(i + 1, y, "07") for i, y in enumerate(yaws)]).astype("float32") / 127.5 - 1
     t = np.stack([cartoon_face(i + 1, 0, "07") for i in range(batch)]).astype("float32") / 127.5 - 1
     data = {"x": tf.constant(x), "y": tf.constant(t), "yaw": tf.constant([YAWS.index(y) for y in yaws], tf.int32)}
+    if name == "geo":  # the pooled batch: yaw in degrees, per-row pixel weight, CFP identity, real frontals
+        data.update(yaw=tf.constant([[float(y)] for y in yaws]), w=tf.ones([batch]), idt=tf.fill([batch], -1),
+                    real=tf.constant(t))
     model = _model(name)
     before = _gen_l1(model, data)
     step = tf.function(model.train_step)

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("keras")
 
-from synthetic_faces import multipie_manifest, write_multipie  # noqa: E402
+from synthetic_faces import multipie_manifest, pooled_manifest, write_multipie  # noqa: E402
 
 from training.models import MODELS  # noqa: E402
 from training.train import parse_args, train  # noqa: E402
@@ -37,11 +37,20 @@ def manifest(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pooled")
+    pooled_manifest(str(d / "data"), str(d / "pooled.json"))
+    return str(d / "pooled.json")
+
+
 def _args(model, manifest, out, *extra):
     a = ["--model", model, "--manifest", manifest, "--out", str(out), "--steps", "3", "--batch", "2",
          "--val-limit", "2", "--verbose", "0"]
     if model == "edge":
         a += ["--width", "0.25"]
+    if model == "geo":
+        a += ["--width", "0.5", "--id-net", "none"]
     if model in VGG:
         a += ["--vggface-weights", ""]  # random encoder weights, whatever is in the keras cache
     return a + list(extra)
@@ -53,9 +62,10 @@ def _history(out):
 
 
 @pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in VGG else m for m in MODELS])
-def test_train_checkpoint_export_resume(model, manifest, tmp_path, capsys):
+def test_train_checkpoint_export_resume(model, manifest, pooled, tmp_path, capsys):
     import keras
 
+    manifest = pooled if model == "geo" else manifest
     out = tmp_path / model
     r1 = train(parse_args(_args(model, manifest, out, "--epochs", "1")))
     assert (r1["epochs"], r1["steps"], r1["replicas"]) == (1, 3, 1)
@@ -74,7 +84,8 @@ def test_train_checkpoint_export_resume(model, manifest, tmp_path, capsys):
     assert meta["model"] == model and meta["input_size"] == 128
     g = keras.saving.load_model(str(gen), compile=False)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 128, 128, 3)).astype("float32")
-    y = np.asarray(g([x, np.eye(13, dtype="float32")[[3, 9]]] if len(g.inputs) == 2 else x))
+    second = np.array([[30.0], [-60.0]], "float32") if model == "geo" else np.eye(13, dtype="float32")[[3, 9]]
+    y = np.asarray(g([x, second] if len(g.inputs) == 2 else x))
     assert y.shape == (2, 128, 128, 3) and np.isfinite(y).all() and np.abs(y).max() <= 1.0
 
     capsys.readouterr()
