@@ -207,7 +207,7 @@ def parity_report(keras_path: str, paths: dict[str, str], images: np.ndarray, ya
         out = run(x, onehot)
         row = {"format": fmt, "file": os.path.basename(path), "size_mb": round(os.path.getsize(path) / 1e6, 3),
                "max_abs_err": float(f"{np.max(np.abs(out - ref)):.3g}"), "psnr_db": round(psnr(ref, out), 2),
-               "latency_b1_ms": latency_ms(lambda: run(*[f[:1] for f in (x, onehot)]), latency_runs),
+               "latency_b1_ms": latency_ms(lambda: run(x[:1], None if onehot is None else onehot[:1]), latency_runs),
                "engine": "onnxruntime CPU" if path.endswith(".onnx") else f"LiteRT {LITERT_THREADS} threads"}
         if y is not None:
             row["psnr_gt_db"] = round(psnr(y, out), 2)

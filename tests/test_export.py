@@ -122,7 +122,7 @@ def test_parity_with_keras(exported, reference, fmt, max_err, min_psnr):
 def test_metadata_round_trips(exported):
     meta = read_meta(exported["onnx"])
     assert (meta["format"], meta["model"], meta["batch"], meta["opset"]) == ("onnx", "edge", "dynamic", 17)
-    assert meta["input_size"] == 128 and meta["crop_rule"] == "3ddfa"
+    assert meta["input_size"] == 128 and meta["crop_rule"] == "canonical-eye-mouth"
     fp32 = read_meta(exported["tflite-fp32"])
     assert (fp32["format"], fp32["batch"], fp32["quantization"], fp32["input_dtype"]) == \
         ("tflite", "dynamic", "none", "float32")
@@ -246,7 +246,7 @@ def _manifest(tmp_path) -> str:
 def test_calibration_reads_validation_crops_only(tmp_path):
     m = _manifest(tmp_path)
     imgs, yaws = validation_crops(m, "val", n=10)
-    assert imgs.shape == (3, 128, 128, 3) and imgs.dtype == np.uint8 and list(yaws) == [3, 3, 3]
+    assert imgs.shape == (3, 128, 128, 3) and imgs.dtype == np.uint8 and list(yaws) == [-45, -45, -45]
     with pytest.raises(CalibrationError, match="test split"):
         validation_crops(m, "test")
     with pytest.raises(CalibrationError, match="no such manifest"):

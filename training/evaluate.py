@@ -94,13 +94,21 @@ def choose_gallery(rows: list[dict], scheme: str, spec: str = "01_07") -> dict[s
 
 
 # ----------------------------------------------------------------------------- embeddings
+def dlib_model_dir() -> str:
+    """face-recognition-models' folder of dlib model files (5-point landmarks, face ResNet)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        raise FileNotFoundError("face-recognition-models is not installed (pip install -e .[train])")
+    return os.path.join(list(spec.submodule_search_locations)[0], "models")
+
+
 class FaceEmbedder:
     """dlib ResNet face embeddings of 128 px face crops (see the module doc for the alignment)."""
 
     def __init__(self, cache_path: str | None = None):
         import dlib
-
-        from runtime.detect import dlib_model_dir
 
         d = dlib_model_dir()
         self._dlib = dlib
