@@ -94,13 +94,23 @@ def choose_gallery(rows: list[dict], scheme: str, spec: str = "01_07") -> dict[s
 
 
 # ----------------------------------------------------------------------------- embeddings
+def dlib_model_dir() -> str:
+    """The folder of face-recognition-models' dlib files (5-point predictor, ResNet)."""
+    import importlib.util
+
+    from runtime.errors import ModelError
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        raise ModelError("face-recognition-models is not installed (pip install face-recognition-models)")
+    return os.path.join(list(spec.submodule_search_locations)[0], "models")
+
+
 class FaceEmbedder:
     """dlib ResNet face embeddings of 128 px face crops (see the module doc for the alignment)."""
 
     def __init__(self, cache_path: str | None = None):
         import dlib
-
-        from runtime.detect import dlib_model_dir
 
         d = dlib_model_dir()
         self._dlib = dlib

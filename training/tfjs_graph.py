@@ -168,10 +168,41 @@ OPS = {
 }
 
 
+def _repair_prelu(graph_def) -> list[str]:
+    """Undo a converter fusion that turns PReLU into ReLU; returns the names of the repaired nodes.
+
+    A PReLU written as ``relu(y) + alpha * (y - |y|)`` (slim/TF1 style) after a conv: the TF.js
+    converter fused the ``Relu`` into the conv (``fused_ops: [BiasAdd, Relu]``) although ``Abs``
+    and ``Sub`` read the same conv output, so they see relu(y) and the negative branch vanishes
+    (y - |y| = 0). Here such a node loses its fused Relu again, and its consumers other than
+    ``Abs``/``Sub`` read a new ``Relu`` node instead.
+    """
+    consumers: dict[str, list] = {}
+    for n in graph_def.node:
+        for i in n.input:
+            consumers.setdefault(i.split(":")[0].lstrip("^"), []).append(n)
+    fixed = []
+    for n in list(graph_def.node):
+        if n.op not in ("_FusedConv2D", "FusedDepthwiseConv2dNative") or "fused_ops" not in n.attr:
+            continue
+        ops = [s.decode() for s in n.attr["fused_ops"].list.s]
+        users = consumers.get(n.name, [])
+        if ops[-1:] != ["Relu"] or not any(u.op == "Abs" for u in users):
+            continue
+        del n.attr["fused_ops"].list.s[-1]
+        relu = graph_def.node.add(name=n.name + "/restored_relu", op="Relu", input=[n.name])
+        relu.attr["T"].type = 1  # DT_FLOAT
+        for u in users:
+            if u.op not in ("Abs", "Sub"):
+                u.input[:] = [relu.name if i == n.name else i for i in u.input]
+        fixed.append(n.name)
+    return fixed
+
+
 class GraphModel:
     """A TF.js graph model interpreted with TensorFlow ops (see the module doc)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, repair_prelu: bool = False):
         from google.protobuf import json_format
         from tensorflow.core.framework import graph_pb2
 
@@ -183,6 +214,7 @@ class GraphModel:
         self.graph_def = json_format.ParseDict({"node": topo["node"], "versions": topo.get("versions", {})},
                                                graph_pb2.GraphDef())
         self.weights = read_weights(self.spec, os.path.dirname(os.path.abspath(path)))
+        self.repaired = _repair_prelu(self.graph_def) if repair_prelu else []
         self.nodes = {n.name: n for n in self.graph_def.node}
         self.inputs = [n.name for n in self.graph_def.node if n.op == "Placeholder"]
         if len(self.inputs) != 1:
@@ -251,5 +283,5 @@ class GraphModel:
         return res[0] if single else res
 
 
-def load_graph_model(path: str) -> GraphModel:
-    return GraphModel(path)
+def load_graph_model(path: str, repair_prelu: bool = False) -> GraphModel:
+    return GraphModel(path, repair_prelu)
