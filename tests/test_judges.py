@@ -71,7 +71,7 @@ def test_crop_and_resize_twin_matches_tensorflow(crops):
     a = J.crop_and_resize_np(crops, box, 112, 127.5)
     b = tf.image.crop_and_resize(crops.astype(np.float32), [J._tf_box(box)] * 3, list(range(3)), (112, 112),
                                  extrapolation_value=127.5).numpy()
-    assert np.abs(a - b).max() < 1e-3
+    assert np.abs(a - b).max() < 0.01  # of 255: float32 coordinate rounding only
 
 
 def test_load_judge_refuses_unknown_and_thresholds_are_recorded():
