@@ -274,7 +274,8 @@ class DlibJudge(Judge):
         if self._keras is None:
             from .identity import INPUT_SIZE, load_face_embedder
 
-            self._keras, self._size = load_face_embedder(), INPUT_SIZE
+            with tf.init_scope():  # eager, also when first called inside a tf.function
+                self._keras, self._size = load_face_embedder(), INPUT_SIZE
         n = tf.shape(x)[0]
         c = tf.image.crop_and_resize(tf.cast(x, tf.float32), tf.tile(tf.constant([_tf_box(DLIB_FIXED_BOX)]), [n, 1]),
                                      tf.range(n), (self._size, self._size), extrapolation_value=0.0)
