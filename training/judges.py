@@ -192,14 +192,14 @@ class TFJSJudge(Judge):
             out.append(np.asarray(self.network()(self.prep(x).astype(np.float32))))
         return _l2(np.concatenate(out)) if out else np.zeros((0, 0), np.float32)
 
-    def tf_embed(self, x):
+    def tf_embed(self, x):  # plain Python: no autograph needed (callers' tf.functions convert calls)
         """x: float tensor (N, 128, 128, 3) in [-1, 1] -> L2-normalised embeddings (differentiable)."""
         import tensorflow as tf
 
         if self._tf_embed is None:
             g, box = self.graph(), _tf_box(self.box)
 
-            @tf.function(reduce_retracing=True)
+            @tf.function(reduce_retracing=True, autograph=False)
             def f(x):
                 x = (tf.cast(x, tf.float32) + 1.0) * 127.5
                 n = tf.shape(x)[0]
