@@ -56,6 +56,8 @@ def test_differentiable_embed_matches_and_has_gradient(crops, name):
     g = tape.gradient(loss, x)
     assert g is not None and bool(tf.reduce_all(tf.math.is_finite(g))) and float(tf.reduce_max(tf.abs(g))) > 0
     assert np.allclose(np.linalg.norm(et.numpy(), axis=1), 1.0, atol=1e-5)
+    # A fresh judge first used inside a caller's tf.function (the training step): the same function.
+    assert np.abs(tf.function(J.JUDGES[name]().tf_embed)(x).numpy() - et.numpy()).max() < 1e-4
     if name == "dlib":
         # The differentiable dlib is face-api's port on a fixed chip box (no HOG, no landmarks):
         # close to dlib's own descriptor, and it ranks the same way.
