@@ -255,6 +255,10 @@ class KerasEngine(Engine):
 def load_engine(path: str, engine: str = "auto", threads: int = 2, **kw) -> Engine:
     """Load a model file with the engine named (``auto``: by file extension)."""
     path = os.fspath(path)
+    if not os.path.exists(path) and os.path.basename(path) == path:
+        from .assets import asset
+
+        path = asset(path)  # a bare file name that is not here: a model bundled in runtime/assets/
     if not os.path.exists(path):
         raise ModelError(f"{path}: no such model file")
     kind = engine_for(path) if engine == "auto" else engine

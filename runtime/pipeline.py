@@ -12,7 +12,9 @@ from .detect import Face, FaceAnalyzer
 from .engines import Engine, load_engine
 from .errors import ModelError
 
-DEFAULT_MODEL = "models/edge_generator.onnx"
+# The shipped generator, bundled in runtime/assets/ (a bare name that is not a local file is looked
+# up there, see runtime.engines.load_engine).
+DEFAULT_MODEL = "frontalizer.onnx"
 
 
 CROP_RULE = "canonical-eye-mouth"  # runtime.pose: the framing every model is trained on

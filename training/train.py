@@ -347,8 +347,8 @@ def train(args) -> dict:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, choices=["autoencoder", "pix2pix", "dcgan", "cvae", "edge", "geo"])
-    ap.add_argument("--id-net", default="mobilefacenet", choices=["mobilefacenet", "dlib", "none"],
-                    help="geo: the recognizer of the identity loss (default mobilefacenet; the evaluation "
+    ap.add_argument("--id-net", default="mobileface", choices=["mobileface", "mobilefacenet", "dlib", "none"],
+                    help="geo: the recognizer of the identity loss (default mobileface, EER 8.8 %% on CFP; mobilefacenet separates people poorly, EER 32 %%; the evaluation "
                          "judges with faceres and dlib, never with the loss's network)")
     ap.add_argument("--manifest", default="artifacts/manifest.json")
     ap.add_argument("--data", help="dataset root (default: the manifest's)")

