@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from .engines import ENGINES
-from .errors import FrontalizeError, ModelError
+from .errors import FrontalizeError, ModelError, shown
 from .image_io import atomic_write_bytes, atomic_write_image, captured_stderr, keep_errors, load_image, remove_stale_temps
 from .pipeline import DEFAULT_MODEL, Frontalizer, draw_face, side_by_side
 
@@ -43,13 +43,6 @@ FIELDS = ["file", "face", "status", "error", "box", "yaw", "detector", "output",
 JOURNAL = "results.journal.jsonl"
 MAX_NAME_BYTES = 150  # output stems are cut to this (+ "_face<k>_sheet.png" stays < 255 bytes)
 EXIT_OK, EXIT_NO_FACE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-def shown(text: str) -> str:
-    """One printable line: newlines, other control characters and undecodable file-name bytes
-    (surrogate escapes) are written as backslash escapes."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in str(text))
 
 
 def _short(name: str) -> str:
