@@ -14,8 +14,12 @@ the pose network reads the face again inside the previous frame's crop square (o
 detector); when its face score drops the face counts as lost and the next frame runs the detector,
 and a detection every N frames also resets any slow drift.
 
-``--headless --out DIR`` writes ``DIR/camera.mp4`` (mp4v; written as ``camera.part.mp4`` and
-renamed when closed), ``DIR/frames.jsonl`` (one JSON line per processed frame: frame index,
+``--headless --out DIR`` writes ``DIR/camera.mkv`` (mp4v in Matroska; written as
+``camera.part.mkv`` and renamed when closed). Matroska, not MP4: an MP4 without its closing
+index (a SIGKILL, a power cut) has no decodable frame, a cut Matroska file decodes up to its
+last cluster. SIGTERM is handled like Ctrl-C (the video is closed and renamed); a
+``camera.part.mkv`` left by a SIGKILL is kept as ``camera.killed.mkv`` by the next run. Also
+``DIR/frames.jsonl`` (one JSON line per processed frame: frame index,
 box, yaw, detector or "track", ms per stage, fps; "write" is the hand-off to the encoder thread,
 which only takes long when the encoder falls behind) and snapshots. Exit code: 0 when the loop
 ran and ended (end of video, camera gone, q, --max-frames), 1 when the source gave no frame
@@ -219,8 +223,10 @@ class Outputs:
     def __init__(self, out_dir: str, fps: float):
         os.makedirs(out_dir, exist_ok=True)
         self.dir, self.fps = out_dir, fps
-        self.video_path = os.path.join(out_dir, "camera.mp4")
-        self.part_path = os.path.join(out_dir, "camera.part.mp4")  # ffmpeg picks the container by extension
+        self.video_path = os.path.join(out_dir, "camera.mkv")
+        self.part_path = os.path.join(out_dir, "camera.part.mkv")  # ffmpeg picks the container by extension
+        if os.path.exists(self.part_path):  # a run killed before it could close: keep what it wrote
+            os.replace(self.part_path, os.path.join(out_dir, "camera.killed.mkv"))
         self.writer = None
         self.jsonl = open(os.path.join(out_dir, "frames.jsonl"), "w", buffering=1)
         self.frames = 0
@@ -390,6 +396,12 @@ def main(argv=None) -> int:
         print("error: this OpenCV build has no GUI (opencv-python-headless): use --headless --out DIR, "
               "or install opencv-python for a window", file=sys.stderr)
         return 2
+    import signal
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)  # a service manager's stop closes the video cleanly
     try:
         return run(args)
     except SourceError as e:
@@ -398,6 +410,8 @@ def main(argv=None) -> int:
     except FrontalizeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":
