@@ -42,7 +42,7 @@ import numpy as np
 from .detect import Face, FaceAnalyzer
 from .engines import ENGINES, load_engine
 from .errors import FrontalizeError
-from .image_io import atomic_write_image
+from .image_io import atomic_write_image, captured_stderr, keep_errors
 from .pipeline import DEFAULT_MODEL, analyzer_for, side_by_side
 
 
@@ -74,8 +74,8 @@ class FrameSource:
     into a small queue) or only the newest one (``latest_only=True``). ``read()`` -> (index, BGR frame) or None at the end, with
     ``self.reason`` saying why it ended."""
 
-    def __init__(self, src, latest_only: bool, pace: bool = False, stall_s: float = 10.0):
-        self.src, self.cap = src, open_capture(src)
+    def __init__(self, src, latest_only: bool, pace: bool = False, stall_s: float = 10.0, loop: bool = False):
+        self.src, self.cap, self.loop = src, open_capture(src), loop and not is_live(src)
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
         if not (1.0 <= self.fps <= 240.0):
             self.fps = 30.0
@@ -102,6 +102,10 @@ class FrameSource:
         except cv2.error as e:
             ok, frame = False, None
             self.reason = f"{self.src}: read error ({str(e).strip().splitlines()[-1]})"
+        if (not ok or frame is None) and self.loop and not self.reason and self.count:
+            self.cap.release()  # a video file played again from the start (--loop)
+            self.cap = open_capture(self.src)
+            ok, frame = self.cap.read()
         if not ok or frame is None:
             self.reason = self.reason or self._end_reason()
             return None
@@ -307,11 +311,17 @@ def run(args) -> int:
         return engines[i]
 
     k = 0
-    engine = engine_at(0)
-    analyzer = analyzer_for(engine, args.detector, args.threads)
+    said: list[str] = []
+    try:
+        with captured_stderr(said):  # load chatter (LiteRT's INFO line); errors are passed on
+            engine = engine_at(0)
+            analyzer = analyzer_for(engine, args.detector, args.threads)
+    finally:
+        keep_errors(said)
     tracker = FaceTracker(analyzer, args.detect_every)
     live = is_live(src)
-    source = FrameSource(src, latest_only=live or not args.headless, pace=not live and not args.headless)
+    source = FrameSource(src, latest_only=live or not args.headless, pace=not live and not args.headless,
+                         loop=args.loop)
     out = Outputs(args.out, source.fps) if args.headless else None
     snap_dir = args.out or "."
     times, n, snaps = deque(maxlen=30), 0, 0
@@ -383,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no window: write an annotated video and per-frame JSON")
     p.add_argument("--out", help="output folder (required with --headless; snapshots go here too)")
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
+    p.add_argument("--loop", action="store_true", help="play a video file again from the start at its end (soak tests)")
     return p
 
 
