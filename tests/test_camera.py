@@ -87,6 +87,14 @@ def test_max_frames_stops_early(tiny, video, tmp_path, capsys):
     assert any("--max-frames 7" in l for l in err)
 
 
+
+def test_loop_plays_a_file_again(tiny, video, tmp_path, capsys):
+    rc, err = run_camera(capsys, "--source", video, "--model", tiny["edge"]["onnx"], "--headless", "--loop",
+                         "--out", str(tmp_path), "--max-frames", str(FRAMES + 5))
+    assert rc == 0 and len(read_jsonl(tmp_path / "frames.jsonl")) == FRAMES + 5
+    assert err[-2:] and not any("INFO" in l for l in err)
+
+
 @pytest.mark.parametrize("source,expect", [
     ("97", "camera 97: cannot open"),
     ("rtsp://127.0.0.1:9/nothing", "rtsp://127.0.0.1:9/nothing: cannot open"),
