@@ -240,8 +240,12 @@ def run(root: str, model: str, work: str, md: str | None) -> dict:
                          "traceback": any("Traceback" in l for l in cli["stderr_lines"]), "other_stderr": other[:20]}
     dst = os.path.join(work, "prepare")
     pc = run_cli([sys.executable, "-m", "training.prepare", root, dst, "--workers", "2", "--no-progress",
-                  "--no-manifest", "--scheme", "generic", "--pattern", r"(?P<id>[a-z_]+)/(?P<yaw>\d)?"], 3600)
-    rep = json.load(open(os.path.join(dst, "prepare_report.json")))
+                  "--no-manifest"], 3600)
+    try:
+        rep = json.load(open(os.path.join(dst, "prepare_report.json")))
+    except OSError:
+        print("\n".join(pc["stderr_lines"][-20:]), file=sys.stderr)
+        raise
     res["prepare"] = {"rc": pc["rc"], "seconds": pc["seconds"], "maxrss_mb_parent": pc["maxrss_mb"],
                       "images": rep["images"], "faces": rep["faces"], "failed": rep["failed"],
                       "crashes": sum(f["kind"] == "unreadable" and ("Error:" in f["reason"]) for f in rep["failures"]),

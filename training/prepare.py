@@ -75,9 +75,15 @@ def _init_worker(settings: dict, worker: bool = False) -> None:
     if worker:
         _die_with_parent()
     from runtime.detect import FaceAnalyzer
+    from runtime.image_io import captured_stderr, keep_errors
 
-    _ANALYZER = FaceAnalyzer(detector=settings["detector"], crop_size=settings["size"],
-                             min_face=settings["min_face"], threads=1)
+    said: list[str] = []
+    try:
+        with captured_stderr(said):  # LiteRT's INFO line, once per worker
+            _ANALYZER = FaceAnalyzer(detector=settings["detector"], crop_size=settings["size"],
+                                     min_face=settings["min_face"], threads=1)
+    finally:
+        keep_errors(said)
 
 
 def failure_kind(message: str) -> str:
