@@ -118,6 +118,16 @@ def write_corpus(root: str, seed: int = 0) -> dict[str, int]:
         w, h = (int(v) for v in rng.integers(20000, 65535, 2))
         put("bomb_jpeg_baseline", f"b{i:03d}.jpg", jpeg_claiming(enc(np.zeros((16, 16, 3), np.uint8)), w, h))
     put("bomb_png", "real_12000.png", enc(np.zeros((12000, 12000), np.uint8), "PNG"))
+    from runtime.image_io import MAX_DECODE_BYTES
+
+    big = np.zeros((MAX_DECODE_BYTES // 3 // 8000 - 1, 8000, 3), np.uint8)  # just inside the decode budget
+    big[::7] = 200
+    big[:, ::5, 1] = 90
+    put("at_budget", "rgb8_8000w.png", cv2.imencode(".png", big)[1].tobytes())
+    put("at_budget", "rgb16_8000w.png", cv2.imencode(".png", big[: len(big) // 2].astype(np.uint16) * 257)[1].tobytes())
+    put("at_budget", "noise_5200.jpg", cv2.imencode(".jpg", rng.integers(0, 256, (5200, 5200, 3), dtype=np.uint8),
+                                                    [cv2.IMWRITE_JPEG_QUALITY, 97])[1].tobytes())
+    del big
     for i, (h, w) in enumerate([(1, 65000), (65000, 1), (5, 50000), (50000, 5), (2, 9000), (9000, 3), (1, 1), (3, 2)] * 5):
         ext = ["png", "jpg"][i % 2]
         if ext == "jpg" and max(h, w) > 65500:

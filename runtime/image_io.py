@@ -33,8 +33,8 @@ import numpy as np
 from .errors import ImageError
 
 MAX_SIDE = 4096
-MAX_FILE_BYTES = 64 * 2**20  # bigger files are refused before reading
-MAX_DECODE_BYTES = 160 * 2**20  # decoder output (+ progressive JPEG coefficients) per image
+MAX_FILE_BYTES = 48 * 2**20  # bigger files are refused before reading
+MAX_DECODE_BYTES = 128 * 2**20  # decoder output (+ progressive JPEG coefficients) per image
 _JPEG_MAGIC = b"\xff\xd8"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -151,6 +151,8 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
     if img.shape[2] == 1:
         return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if img.flags["C_CONTIGUOUS"] and img.flags["WRITEABLE"]:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second full-size copy
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
