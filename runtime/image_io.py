@@ -5,7 +5,8 @@ Decisions (documented in README, "Reliability"):
   read), and only up to ``MAX_FILE_BYTES``.
 - The size is read from the header (Pillow, lazily) before anything is decoded; an image whose
   decode would need more than ``MAX_DECODE_BYTES`` is refused (JPEG counts at the 1/2, 1/4, 1/8
-  reduction libjpeg decodes it at; a progressive JPEG also holds its full-size coefficients).
+  reduction libjpeg decodes it at, reduced further when over budget; a progressive JPEG also
+  holds its full-size DCT coefficients: 2 bytes per sample).
   Formats Pillow cannot size (e.g. Radiance HDR, OpenEXR) are refused.
 - EXIF orientation is applied (a phone photo comes out upright).
 - Grayscale is expanded to 3 channels, alpha is dropped, 16-bit is scaled to 8-bit, float/32-bit
@@ -102,6 +103,11 @@ def _header(f, name: str):
                     Image.MAX_IMAGE_PIXELS = saved
             w, h, mode, fmt = im.width, im.height, im.mode, im.format
             progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+            coef = 0  # a progressive JPEG's DCT coefficients: 2 bytes per sample of each component
+            if fmt == "JPEG" and progressive:
+                layers = getattr(im, "layer", None) or [("1", 1, 1, 0)] * 3
+                hmax, vmax = max(l[1] for l in layers), max(l[2] for l in layers)
+                coef = int(w * h * 2 * sum(l[1] * l[2] for l in layers) / (hmax * vmax))
     except Exception:
         if head.startswith(_JPEG_MAGIC):
             raise ImageError(f"{name}: corrupt JPEG header") from None
@@ -113,14 +119,16 @@ def _header(f, name: str):
         raise ImageError(f"{name}: image header says {w}x{h} pixels")
     sample = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
     reduce = 1
-    if fmt == "JPEG":
-        while reduce < 8 and max(w, h) / (reduce * 2) >= MAX_SIDE:
+
+    def need():
+        return -(-w // reduce) * -(-h // reduce) * 3 * sample + coef
+
+    if fmt == "JPEG":  # libjpeg decodes at 1/2, 1/4, 1/8: reduce to MAX_SIDE, more if over budget
+        while reduce < 8 and (max(w, h) / (reduce * 2) >= MAX_SIDE or need() > MAX_DECODE_BYTES):
             reduce *= 2
-    rw, rh = -(-w // reduce), -(-h // reduce)
-    need = rw * rh * 3 * sample + (w * h * 6 if fmt == "JPEG" and progressive else 0)
-    if need > MAX_DECODE_BYTES:
+    if need() > MAX_DECODE_BYTES:
         what = "progressive JPEG" if fmt == "JPEG" and progressive else fmt or "image"
-        raise ImageError(f"{name}: image too large to decode ({what} {w}x{h}: {need / 2**20:.0f} MB > "
+        raise ImageError(f"{name}: image too large to decode ({what} {w}x{h}: {need() / 2**20:.0f} MB > "
                          f"{MAX_DECODE_BYTES / 2**20:.0f} MB budget)")
     return w, h, fmt, reduce
 

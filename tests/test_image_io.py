@@ -223,3 +223,12 @@ def test_long_names_fit_the_temp_file(tmp_path, grace):
     stale = tmp_path / ".x.png.tmp999999999"  # a pid no process has
     stale.write_bytes(b"half")
     assert remove_stale_temps(str(tmp_path)) == 1 and not stale.exists()
+
+
+def test_progressive_jpeg_is_decoded_reduced_to_fit_the_budget():
+    import io
+
+    b = io.BytesIO()
+    Image.new("RGB", (6000, 4000), (90, 120, 200)).save(b, "JPEG", progressive=True)  # 24 MP, 4:2:0
+    img = decode_image(b.getvalue(), "p.jpg")  # coefficients 72 MB + output at 1/2: inside 128 MB
+    assert img.rgb.shape == (2000, 3000, 3) and img.scale == 0.5
