@@ -248,6 +248,13 @@ def run(root: str, model: str, work: str, md: str | None) -> dict:
                          "status": {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_face", "error")},
                          "internal_errors": sum("internal error" in r["error"] for r in rows),
                          "traceback": any("Traceback" in l for l in cli["stderr_lines"]), "other_stderr": other[:20]}
+    kind_of = {p: k for k, p in files}
+    by_kind: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r["face"] in ("", "0"):
+            k = by_kind.setdefault(kind_of.get(r["file"], "?"), {"ok": 0, "no_face": 0, "error": 0})
+            k[r["status"]] = k.get(r["status"], 0) + 1
+    res["frontalize"]["by_kind"] = by_kind
     dst = os.path.join(work, "prepare")
     pc = run_cli([sys.executable, "-m", "training.prepare", root, dst, "--workers", "2", "--no-progress",
                   "--no-manifest"], 3600)
@@ -279,9 +286,12 @@ def write_md(res: dict, path: str) -> None:
              f"- `training.prepare --workers 2`: exit {p['rc']}, {p['seconds']} s; {p['images']} images, "
              f"{p['faces']} crops, {p['failed']} failed with a reason; crashes {p['crashes']}; traceback: {p['traceback']}.",
              "", f"Peak RSS of the whole process while one file is handled (models loaded; budget {BUDGET_MB} MB), "
-             "worst file per kind:", "", "| kind | files | peak RSS (MB) | worst file |", "|---|---:|---:|---|"]
+             "worst file per kind, and what `frontalize` said about each kind's files:", "",
+             "| kind | files | peak RSS (MB) | worst file | ok | no face | error |", "|---|---:|---:|---|---:|---:|---:|"]
     for k, v in res["peak_rss_mb"].items():
-        lines.append(f"| {k} | {res['corpus']['kinds'].get(k, '')} | {v['mb']} | `{ascii(v['file'])[1:-1][:60]}` |")
+        st = f.get("by_kind", {}).get(k, {})
+        lines.append(f"| {k} | {res['corpus']['kinds'].get(k, '')} | {v['mb']} | `{ascii(v['file'])[1:-1][:60]}` | "
+                     f"{st.get('ok', '')} | {st.get('no_face', '')} | {st.get('error', '')} |")
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
 

@@ -212,3 +212,14 @@ def test_killed_run_resumes_from_the_journal(tiny, tmp_path, sig):
     assert len(rows) == 12 and all(x["status"] == "ok" for x in rows)
     assert all(os.stat(out / f).st_mtime_ns == t for f, t in done.items())  # kept, not redone
     assert not [f for f in os.listdir(out) if ".tmp" in f or f == frontalize.JOURNAL]
+
+
+def test_a_crash_outside_the_file_loop_exits_3_in_one_line(tiny, tmp_path, capsys, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(frontalize, "write_results", broken)
+    rc = frontalize.main([SAMPLE, "--model", tiny["edge"]["onnx"], "--out", str(tmp_path)])
+    err = [l for l in capsys.readouterr().err.replace("\r", "\n").splitlines() if l.startswith("error:")]
+    assert rc == 3 and err == ["error: internal error (RuntimeError: disk on fire)"]
+    assert (tmp_path / frontalize.JOURNAL).exists()  # what was done is still on disk for --resume
