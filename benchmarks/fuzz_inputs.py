@@ -120,11 +120,15 @@ def write_corpus(root: str, seed: int = 0) -> dict[str, int]:
     put("bomb_png", "real_12000.png", enc(np.zeros((12000, 12000), np.uint8), "PNG"))
     from runtime.image_io import MAX_DECODE_BYTES
 
-    big = np.zeros((MAX_DECODE_BYTES // 3 // 8000 - 1, 8000, 3), np.uint8)  # just inside the decode budget
+    big = np.zeros((MAX_DECODE_BYTES // 6 // 8000 - 1, 8000, 3), np.uint8)  # just inside the decode budget
     big[::7] = 200
     big[:, ::5, 1] = 90
     put("at_budget", "rgb8_8000w.png", cv2.imencode(".png", big)[1].tobytes())
     put("at_budget", "rgb16_8000w.png", cv2.imencode(".png", big[: len(big) // 2].astype(np.uint16) * 257)[1].tobytes())
+    face = cv2.resize(rgb[:, :, ::-1], (8000, len(big)), interpolation=cv2.INTER_LINEAR)
+    put("at_budget", "face_8000w.png", cv2.imencode(".png", face)[1].tobytes())
+    put("at_budget", "face_42mp.jpg", cv2.imencode(".jpg", cv2.resize(face, (6000, 7000)))[1].tobytes())
+    del face
     put("at_budget", "noise_5200.jpg", cv2.imencode(".jpg", rng.integers(0, 256, (5200, 5200, 3), dtype=np.uint8),
                                                     [cv2.IMWRITE_JPEG_QUALITY, 97])[1].tobytes())
     del big

@@ -4,7 +4,8 @@ Decisions (documented in README, "Reliability"):
 - Only regular files are opened (``O_NONBLOCK`` + ``fstat``: a FIFO or device is refused, never
   read), and only up to ``MAX_FILE_BYTES``.
 - The size is read from the header (Pillow, lazily) before anything is decoded; an image whose
-  decode would need more than ``MAX_DECODE_BYTES`` is refused (JPEG counts at the 1/2, 1/4, 1/8
+  decode would need more than ``MAX_DECODE_BYTES`` (measured: OpenCV's decoders peak at twice
+  the decoded array) is refused (JPEG counts at the 1/2, 1/4, 1/8
   reduction libjpeg decodes it at, reduced further when over budget; a progressive JPEG also
   holds its full-size DCT coefficients: 2 bytes per sample).
   Formats Pillow cannot size (e.g. Radiance HDR, OpenEXR) are refused.
@@ -35,7 +36,7 @@ from .errors import ImageError
 
 MAX_SIDE = 4096
 MAX_FILE_BYTES = 48 * 2**20  # bigger files are refused before reading
-MAX_DECODE_BYTES = 128 * 2**20  # decoder output (+ progressive JPEG coefficients) per image
+MAX_DECODE_BYTES = 192 * 2**20  # decoder peak per image: 2 x output (+ progressive JPEG coefficients)
 _JPEG_MAGIC = b"\xff\xd8"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -120,8 +121,8 @@ def _header(f, name: str):
     sample = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
     reduce = 1
 
-    def need():
-        return -(-w // reduce) * -(-h // reduce) * 3 * sample + coef
+    def need():  # imdecode's peak: the output twice (decoded, then copied out) + coefficients
+        return 2 * -(-w // reduce) * -(-h // reduce) * 3 * sample + coef
 
     if fmt == "JPEG":  # libjpeg decodes at 1/2, 1/4, 1/8: reduce to MAX_SIDE, more if over budget
         while reduce < 8 and (max(w, h) / (reduce * 2) >= MAX_SIDE or need() > MAX_DECODE_BYTES):
