@@ -204,6 +204,7 @@ def _hwm_mb() -> float:
 
 def per_file_rss(root: str, model: str, out: str) -> dict[str, tuple[float, str]]:
     from runtime import frontalize
+    from runtime.image_io import release_memory
     from runtime.pipeline import Frontalizer
 
     fr = Frontalizer(model, threads=1, detector="default")
@@ -216,6 +217,7 @@ def per_file_rss(root: str, model: str, out: str) -> dict[str, tuple[float, str]
         except Exception as e:  # counted as a crash by the CLI run; here only memory matters
             print(f"{kind}/{os.path.basename(path)!r}: {type(e).__name__}", file=sys.stderr)
         mb = _hwm_mb()
+        release_memory()  # as the CLI does after each file
         if mb > worst.get(kind, (0, ""))[0]:
             worst[kind] = (mb, os.path.basename(path))
     return worst

@@ -35,7 +35,8 @@ import numpy as np
 
 from .engines import ENGINES
 from .errors import FrontalizeError, ModelError, shown
-from .image_io import atomic_write_bytes, atomic_write_image, captured_stderr, keep_errors, load_image, remove_stale_temps
+from .image_io import (atomic_write_bytes, atomic_write_image, captured_stderr, keep_errors, load_image,
+                       release_memory, remove_stale_temps)
 from .pipeline import DEFAULT_MODEL, Frontalizer, draw_face, side_by_side
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".gif"}
@@ -258,6 +259,7 @@ def _main(argv=None) -> int:
                                file=sys.stderr)
             rows += got
             journal_append(journal, got)
+            release_memory()
             bar.set_postfix(faces=sum(r["status"] == "ok" for r in rows))
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, _Terminated) else "interrupted"

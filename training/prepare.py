@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 from runtime.errors import FrontalizeError, shown
-from runtime.image_io import atomic_write_bytes, atomic_write_image, load_image
+from runtime.image_io import atomic_write_bytes, atomic_write_image, load_image, release_memory
 from runtime.model_meta import default_meta
 
 from .datasets import IMAGE_EXTS, PARSERS, generic_parser
@@ -116,6 +116,7 @@ def crop_one(src: str, dst: str, rel: str) -> dict:
         row["reason"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     if not row["ok"]:
         row["kind"] = failure_kind(row["reason"])
+    release_memory()
     return row
 
 
