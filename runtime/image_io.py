@@ -111,7 +111,7 @@ def _header(f, name: str):
                 coef = int(w * h * 2 * sum(l[1] * l[2] for l in layers) / (hmax * vmax))
     except Exception:
         if head.startswith(_JPEG_MAGIC):
-            raise ImageError(f"{name}: corrupt JPEG header") from None
+            raise ImageError(f"{name}: truncated or corrupt JPEG header") from None
         if head.startswith(_PNG_MAGIC):
             raise ImageError(f"{name}: corrupt or truncated PNG header") from None
         kind = _magic_name(head)
