@@ -14,8 +14,12 @@ the pose network reads the face again inside the previous frame's crop square (o
 detector); when its face score drops the face counts as lost and the next frame runs the detector,
 and a detection every N frames also resets any slow drift.
 
-``--headless --out DIR`` writes ``DIR/camera.mp4`` (mp4v; written as ``camera.part.mp4`` and
-renamed when closed), ``DIR/frames.jsonl`` (one JSON line per processed frame: frame index,
+``--headless --out DIR`` writes ``DIR/camera.mkv`` (mp4v in Matroska; written as
+``camera.part.mkv`` and renamed when closed). Matroska, not MP4: an MP4 without its closing
+index (a SIGKILL, a power cut) has no decodable frame, a cut Matroska file decodes up to its
+last cluster. SIGTERM is handled like Ctrl-C (the video is closed and renamed); a
+``camera.part.mkv`` left by a SIGKILL is kept as ``camera.killed.mkv`` by the next run. Also
+``DIR/frames.jsonl`` (one JSON line per processed frame: frame index,
 box, yaw, detector or "track", ms per stage, fps; "write" is the hand-off to the encoder thread,
 which only takes long when the encoder falls behind) and snapshots. Exit code: 0 when the loop
 ran and ended (end of video, camera gone, q, --max-frames), 1 when the source gave no frame
@@ -38,7 +42,7 @@ import numpy as np
 from .detect import Face, FaceAnalyzer
 from .engines import ENGINES, load_engine
 from .errors import FrontalizeError
-from .image_io import atomic_write_image
+from .image_io import atomic_write_image, captured_stderr, keep_errors
 from .pipeline import DEFAULT_MODEL, analyzer_for, side_by_side
 
 
@@ -70,8 +74,8 @@ class FrameSource:
     into a small queue) or only the newest one (``latest_only=True``). ``read()`` -> (index, BGR frame) or None at the end, with
     ``self.reason`` saying why it ended."""
 
-    def __init__(self, src, latest_only: bool, pace: bool = False, stall_s: float = 10.0):
-        self.src, self.cap = src, open_capture(src)
+    def __init__(self, src, latest_only: bool, pace: bool = False, stall_s: float = 10.0, loop: bool = False):
+        self.src, self.cap, self.loop = src, open_capture(src), loop and not is_live(src)
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
         if not (1.0 <= self.fps <= 240.0):
             self.fps = 30.0
@@ -98,6 +102,10 @@ class FrameSource:
         except cv2.error as e:
             ok, frame = False, None
             self.reason = f"{self.src}: read error ({str(e).strip().splitlines()[-1]})"
+        if (not ok or frame is None) and self.loop and not self.reason and self.count:
+            self.cap.release()  # a video file played again from the start (--loop)
+            self.cap = open_capture(self.src)
+            ok, frame = self.cap.read()
         if not ok or frame is None:
             self.reason = self.reason or self._end_reason()
             return None
@@ -219,8 +227,10 @@ class Outputs:
     def __init__(self, out_dir: str, fps: float):
         os.makedirs(out_dir, exist_ok=True)
         self.dir, self.fps = out_dir, fps
-        self.video_path = os.path.join(out_dir, "camera.mp4")
-        self.part_path = os.path.join(out_dir, "camera.part.mp4")  # ffmpeg picks the container by extension
+        self.video_path = os.path.join(out_dir, "camera.mkv")
+        self.part_path = os.path.join(out_dir, "camera.part.mkv")  # ffmpeg picks the container by extension
+        if os.path.exists(self.part_path):  # a run killed before it could close: keep what it wrote
+            os.replace(self.part_path, os.path.join(out_dir, "camera.killed.mkv"))
         self.writer = None
         self.jsonl = open(os.path.join(out_dir, "frames.jsonl"), "w", buffering=1)
         self.frames = 0
@@ -301,11 +311,17 @@ def run(args) -> int:
         return engines[i]
 
     k = 0
-    engine = engine_at(0)
-    analyzer = analyzer_for(engine, args.detector, args.threads)
+    said: list[str] = []
+    try:
+        with captured_stderr(said):  # load chatter (LiteRT's INFO line); errors are passed on
+            engine = engine_at(0)
+            analyzer = analyzer_for(engine, args.detector, args.threads)
+    finally:
+        keep_errors(said)
     tracker = FaceTracker(analyzer, args.detect_every)
     live = is_live(src)
-    source = FrameSource(src, latest_only=live or not args.headless, pace=not live and not args.headless)
+    source = FrameSource(src, latest_only=live or not args.headless, pace=not live and not args.headless,
+                         loop=args.loop)
     out = Outputs(args.out, source.fps) if args.headless else None
     snap_dir = args.out or "."
     times, n, snaps = deque(maxlen=30), 0, 0
@@ -377,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no window: write an annotated video and per-frame JSON")
     p.add_argument("--out", help="output folder (required with --headless; snapshots go here too)")
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
+    p.add_argument("--loop", action="store_true", help="play a video file again from the start at its end (soak tests)")
     return p
 
 
@@ -390,6 +407,12 @@ def main(argv=None) -> int:
         print("error: this OpenCV build has no GUI (opencv-python-headless): use --headless --out DIR, "
               "or install opencv-python for a window", file=sys.stderr)
         return 2
+    import signal
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)  # a service manager's stop closes the video cleanly
     try:
         return run(args)
     except SourceError as e:
@@ -398,6 +421,8 @@ def main(argv=None) -> int:
     except FrontalizeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

@@ -101,12 +101,34 @@ class Engine:
         return np.eye(len(labels), dtype=np.float32)[idx]
 
     def run(self, images, yaw=None) -> np.ndarray:
-        """RGB uint8 (HxWx3 / NxHxWx3) or model-range float32 -> RGB uint8 frontal face(s)."""
+        """RGB uint8 (HxWx3 / NxHxWx3) or model-range float32 -> RGB uint8 frontal face(s).
+        Raises ModelError when the model's output is not N x size x size x 3 or not finite."""
         single = np.ndim(images) == 3
         x = self.preprocess(images)
         y = self.run_float(x, yaw)
+        self.check_output(y, len(x))
         out = self.postprocess(y)
         return out[0] if single else out
+
+    def check_output(self, y: np.ndarray, n: int) -> None:
+        want = (n, self.size, self.size, 3)
+        if tuple(np.shape(y)) != want:
+            raise ModelError(f"{self.path}: model output has shape {tuple(np.shape(y))}, expected {want}")
+        if not np.isfinite(y).all():
+            raise ModelError(f"{self.path}: model output is not finite (NaN or Inf)")
+
+    def self_check(self) -> None:
+        """One inference on two generated faces (grey, noise) at load: a model whose output has the
+        wrong shape or is not finite is refused before it touches a photo."""
+        rng = np.random.default_rng(0)
+        x = np.stack([np.full((self.size, self.size, 3), 128, np.uint8),
+                      rng.integers(0, 256, (self.size, self.size, 3), dtype=np.uint8)])
+        try:
+            self.run(x, yaw=[0.0, 30.0] if self.needs_yaw else None)
+        except ModelError as e:
+            raise ModelError(f"{e} (self-check at load)") from None
+        except Exception as e:
+            raise ModelError(f"{self.path}: self-check inference failed ({_first_line(e)})") from None
 
     def run_float(self, x: np.ndarray, yaw=None) -> np.ndarray:
         """Model-range float32 NHWC in -> model-range float32 out (no pre/post-processing)."""
@@ -142,6 +164,9 @@ class OnnxEngine(Engine):
         self.image_in = next((i for i in ins if len(i.shape) == 4), None)
         if self.image_in is None:
             raise ModelError(f"{path}: no NHWC image input (inputs: {[i.name for i in ins]})")
+        check_image_shape(path, self.image_in.shape, self.size)
+        b = self.image_in.shape[0]
+        self.batch = b if isinstance(b, int) and b > 0 else None  # fixed batch: run in chunks of it
         self.yaw_in = next((i for i in ins if len(i.shape) == 2), None)
         if self.needs_yaw and self.yaw_in is None:
             raise ModelError(f"{path}: metadata lists yaw labels but the model has no yaw input")
@@ -149,6 +174,11 @@ class OnnxEngine(Engine):
         self.out_name = self.sess.get_outputs()[0].name
 
     def _infer(self, x, yaw_onehot):
+        if self.batch and len(x) != self.batch:
+            if len(x) % self.batch:
+                raise ModelError(f"{self.path}: fixed batch {self.batch} does not divide {len(x)} faces")
+            return np.concatenate([self._infer(x[i:i + self.batch], None if yaw_onehot is None
+                                               else yaw_onehot[i:i + self.batch]) for i in range(0, len(x), self.batch)])
         feed = {self.image_in.name: x.astype(self.np_type, copy=False)}
         if self.yaw_in is not None:
             oh = yaw_onehot if yaw_onehot is not None else self.yaw_onehot(0.0, len(x))
@@ -178,6 +208,7 @@ class TFLiteEngine(Engine):
             raise ModelError(f"{path}: metadata lists yaw labels but the model has no yaw input")
         self.out = self.interp.get_output_details()[0]
         sig = self.image_in.get("shape_signature", self.image_in["shape"])
+        check_image_shape(path, [int(v) if v > 0 else None for v in sig], self.size)
         self.dynamic_batch = int(sig[0]) == -1
         self.batch = int(self.image_in["shape"][0])
 
@@ -252,15 +283,29 @@ class KerasEngine(Engine):
         return np.asarray(self._call(*args), np.float32)
 
 
-def load_engine(path: str, engine: str = "auto", threads: int = 2, **kw) -> Engine:
-    """Load a model file with the engine named (``auto``: by file extension)."""
+def check_image_shape(path: str, shape, size: int) -> None:
+    """The graph's image input against the metadata: NHWC, 3 channels, ``size`` when fixed."""
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if dims[-1] != 3:
+        if dims[1] == 3:
+            raise ModelError(f"{path}: the graph's image input is NCHW {list(shape)}; metadata and runtime expect NHWC")
+        raise ModelError(f"{path}: the graph's image input {list(shape)} does not end with 3 channels (NHWC RGB)")
+    for d in dims[1:3]:
+        if d is not None and d != size:
+            raise ModelError(f"{path}: metadata input_size {size} disagrees with the graph's image input {list(shape)}")
+
+
+def load_engine(path: str, engine: str = "auto", threads: int = 2, self_check: bool = True, **kw) -> Engine:
+    """Load a model file with the engine named (``auto``: by file extension); metadata validated
+    against the graph, then one self-check inference (``Engine.self_check``)."""
+    from .model_meta import _regular
+
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.basename(path) == path:
         from .assets import asset
 
         path = asset(path)  # a bare file name that is not here: a model bundled in runtime/assets/
-    if not os.path.exists(path):
-        raise ModelError(f"{path}: no such model file")
+    _regular(path, "model file")
     kind = engine_for(path) if engine == "auto" else engine
     if kind not in ENGINES:
         raise ModelError(f"unknown engine '{engine}' (choose from auto, {', '.join(ENGINES)})")
@@ -271,7 +316,10 @@ def load_engine(path: str, engine: str = "auto", threads: int = 2, **kw) -> Engi
     if meta.get("layout", "NHWC") != "NHWC":
         raise ModelError(f"{path}: layout {meta.get('layout')} not supported (NHWC only)")
     cls = {"onnx": OnnxEngine, "tflite": TFLiteEngine, "keras": KerasEngine}[kind]
-    return cls(path, meta, threads, **kw)
+    eng = cls(path, meta, threads, **kw)
+    if self_check:
+        eng.self_check()
+    return eng
 
 
 def keras_engine_from_model(model, meta: dict, threads: int = 2, name: str = "<in-memory>") -> KerasEngine:

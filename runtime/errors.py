@@ -15,3 +15,10 @@ class NoFaceError(FrontalizeError):
 
 class ModelError(FrontalizeError):
     """A model file is missing, corrupt, or has an unexpected signature."""
+
+
+def shown(text) -> str:
+    """One printable line: newlines, other control characters and undecodable file-name bytes
+    (surrogate escapes) are written as backslash escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in str(text))

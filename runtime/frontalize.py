@@ -9,14 +9,20 @@ the file's stem (for files found in a folder: its path inside that folder, '/' -
 clashes get ``-2``, ``-3``... ``results.csv`` and ``results.json`` list every file and face:
 box (file pixels), yaw, detector, output path, status (ok | no_face | error) and the one-line
 reason. An unreadable file or one without a face is reported and skipped, never fatal.
-``--resume`` keeps the rows of an earlier run in ``--out`` whose outputs exist and skips those files.
+``--resume`` keeps the rows of an earlier run in ``--out`` whose outputs exist and skips those files;
+rows are also appended (fsync'd) per file to ``results.journal.jsonl`` while the run goes on, so a
+run killed at any moment (SIGKILL, power loss) resumes from there; SIGTERM is handled like Ctrl-C
+(results so far are written). Temp files a killed run left in ``--out`` are removed.
 
 Exit code: 0 when at least one file gave a frontal face, 1 when none did (all unreadable or
-without a face, or no input matched), 2 for a model or usage error.
+without a face, or no input matched), 2 for a model or usage error, 3 for an internal error
+(a file raised an unexpected exception: it is reported as an error row and the batch goes on;
+the results are still written).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import glob
 import io
@@ -28,12 +34,23 @@ import cv2
 import numpy as np
 
 from .engines import ENGINES
-from .errors import FrontalizeError, ModelError
-from .image_io import atomic_write_bytes, atomic_write_image, load_image
+from .errors import FrontalizeError, ModelError, shown
+from .image_io import (atomic_write_bytes, atomic_write_image, captured_stderr, keep_errors, load_image,
+                       release_memory, remove_stale_temps)
 from .pipeline import DEFAULT_MODEL, Frontalizer, draw_face, side_by_side
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".gif"}
 FIELDS = ["file", "face", "status", "error", "box", "yaw", "detector", "output", "sheet"]
+JOURNAL = "results.journal.jsonl"
+MAX_NAME_BYTES = 150  # output stems are cut to this (+ "_face<k>_sheet.png" stays < 255 bytes)
+EXIT_OK, EXIT_NO_FACE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _short(name: str) -> str:
+    """``name`` cut (whole characters) to at most MAX_NAME_BYTES bytes on disk."""
+    while len(os.fsencode(name)) > MAX_NAME_BYTES:
+        name = name[:-1]
+    return name
 
 
 def expand_inputs(items: list[str]) -> tuple[list[tuple[str, str]], list[dict]]:
@@ -66,6 +83,7 @@ def expand_inputs(items: list[str]) -> tuple[list[tuple[str, str]], list[dict]]:
         if key in seen:
             continue
         seen.add(key)
+        name = _short(name)
         n = used.get(name, 0) + 1
         used[name] = n
         out.append((path, name if n == 1 else f"{name}-{n}"))
@@ -108,35 +126,62 @@ def process_file(fr: Frontalizer, path: str, name: str, out_dir: str, sheet: boo
 
 
 def write_results(out_dir: str, rows: list[dict], summary: dict) -> None:
+    """results.csv (UTF-8; a file name's undecodable bytes are written back as they are on disk)
+    and results.json (ASCII: such bytes as \\udcXX escapes, which json.load and os.fsencode map back)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, FIELDS)
     w.writeheader()
     for r in rows:
         w.writerow({**r, "box": "" if r["box"] is None else " ".join(f"{v:g}" for v in r["box"]),
                     "face": "" if r["face"] is None else r["face"], "yaw": "" if r["yaw"] is None else r["yaw"]})
-    atomic_write_bytes(os.path.join(out_dir, "results.csv"), buf.getvalue().encode())
+    atomic_write_bytes(os.path.join(out_dir, "results.csv"), buf.getvalue().encode("utf-8", "surrogateescape"))
     atomic_write_bytes(os.path.join(out_dir, "results.json"),
-                       json.dumps({"summary": summary, "results": rows}, indent=1).encode())
+                       json.dumps({"summary": summary, "results": rows}, indent=1, ensure_ascii=True).encode("ascii"))
+
+
+def journal_append(f, rows: list[dict]) -> None:
+    """One file's rows as one JSON line, on disk before the next file starts."""
+    f.write(json.dumps(rows, ensure_ascii=True).encode("ascii") + b"\n")
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def previous_rows(out_dir: str) -> dict[str, list[dict]]:
-    """Rows of an earlier run whose every output still exists, by file."""
+    """Rows of an earlier run (results.json, then the journal of a run that was killed) whose
+    every output still exists, by file."""
+    rows = []
     try:
         with open(os.path.join(out_dir, "results.json")) as f:
             rows = json.load(f)["results"]
-    except (OSError, ValueError, KeyError):
-        return {}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        with open(os.path.join(out_dir, JOURNAL), "rb") as f:
+            for line in f:
+                try:
+                    rows += json.loads(line)
+                except ValueError:  # the line being written when the run was killed
+                    continue
+    except OSError:
+        pass
     by_file: dict[str, list[dict]] = {}
     for r in rows:
-        by_file.setdefault(r["file"], []).append(r)
-    return {f: rs for f, rs in by_file.items()
-            if all(r["status"] == "ok" and os.path.exists(r["output"]) for r in rs)}
+        if isinstance(r, dict) and isinstance(r.get("file"), str):
+            by_file.setdefault(r["file"], []).append(r)
+    out = {}
+    for f, rs in by_file.items():
+        if rs and all(r.get("status") == "ok" and isinstance(r.get("output"), str) and os.path.exists(r["output"])
+                      for r in rs):
+            # the same file may be listed twice (results.json and the journal): keep one set
+            out[f] = list({r.get("face"): r for r in rs}.values())
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="frontalize", description=__doc__.split("\n\n")[0],
                                 epilog="Exit code: 0 when at least one file gave a frontal face, 1 when none did, "
-                                       "2 for a model or usage error.")
+                                       "2 for a model or usage error, 3 for an internal error (a file raised an "
+                                       "unexpected exception; it is listed as an error and the batch goes on).")
     p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (.onnx, .tflite, .keras; default {DEFAULT_MODEL})")
     p.add_argument("--engine", default="auto", choices=("auto",) + ENGINES, help="default: by file extension")
@@ -151,26 +196,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
     files, rows = expand_inputs(args.inputs)
     for r in rows:
-        print(f"skip: {r['error']}", file=sys.stderr)
+        print(shown(f"skip: {r['error']}"), file=sys.stderr)
     if not files:
         print("error: no input image found", file=sys.stderr)
-        return 1
+        return EXIT_NO_FACE
+    said: list[str] = []
     try:
-        fr = Frontalizer(args.model, args.engine, args.threads, args.detector)
+        with captured_stderr(said):  # the engines' load chatter (LiteRT INFO lines, oneDNN notes)
+            fr = Frontalizer(args.model, args.engine, args.threads, args.detector)
     except ModelError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    os.makedirs(args.out, exist_ok=True)
-    done = previous_rows(args.out) if args.resume else {}
+        print(shown(f"error: {e}"), file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        keep_errors(said)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        remove_stale_temps(args.out)
+        done = previous_rows(args.out) if args.resume else {}
+        journal = open(os.path.join(args.out, JOURNAL), "ab" if args.resume else "wb")
+    except OSError as e:
+        print(shown(f"error: {args.out}: cannot write ({e.strerror})"), file=sys.stderr)
+        return EXIT_USAGE
+    import signal
+
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     summary = {"model": args.model, "engine": fr.engine.name, "providers": fr.engine.providers,
                "detector": args.detector, "files": len(files) + len(rows)}
     bar = tqdm(files, desc="frontalize", unit="img", file=sys.stderr)
+    internal = 0
     try:
         for path, name in bar:
             if path in done:
@@ -180,24 +247,61 @@ def main(argv=None) -> int:
                 got = process_file(fr, path, name, args.out, args.sheet, args.max_faces)
             except FrontalizeError as e:  # e.g. a model that fails on this input
                 got = [_row(path, status="error", error=str(e))]
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as e:  # a bug: reported, counted, and the batch goes on
+                internal += 1
+                got = [_row(path, status="error", error=f"internal error ({type(e).__name__}: "
+                                                          f"{(str(e).strip().splitlines() or [''])[-1][:200]})")]
             for r in got:
                 if r["status"] != "ok":
-                    tqdm.write(f"skip: {r['error'] if r['error'].startswith(path) else path + ': ' + r['error']}",
+                    tqdm.write(shown(f"skip: {r['error'] if r['error'].startswith(path) else path + ': ' + r['error']}"),
                                file=sys.stderr)
             rows += got
+            journal_append(journal, got)
+            release_memory()
             bar.set_postfix(faces=sum(r["status"] == "ok" for r in rows))
-    except KeyboardInterrupt:
-        print("interrupted: results so far are saved; rerun with --resume to continue", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, _Terminated) else "interrupted"
+        print(f"{what}: results so far are saved; rerun with --resume to continue", file=sys.stderr)
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         ok_files = {r["file"] for r in rows if r["status"] == "ok"}
         summary.update(ok_files=len(ok_files), faces=sum(r["status"] == "ok" for r in rows),
                        no_face=sum(r["status"] == "no_face" for r in rows),
-                       errors=sum(r["status"] == "error" for r in rows))
+                       errors=sum(r["status"] == "error" for r in rows), internal_errors=internal)
         write_results(args.out, rows, summary)
-    print(f"{summary['faces']} faces from {summary['ok_files']} of {summary['files']} inputs "
-          f"({summary['no_face']} without a face, {summary['errors']} unreadable) -> {args.out}/results.csv",
+        journal.close()
+        if len({r["file"] for r in rows}) >= summary["files"]:  # complete: results.json has it all
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(args.out, JOURNAL))
+    print(shown(f"{summary['faces']} faces from {summary['ok_files']} of {summary['files']} inputs "
+                f"({summary['no_face']} without a face, {summary['errors']} unreadable) -> {args.out}/results.csv"),
           file=sys.stderr)
-    return 0 if ok_files else 1
+    if internal:
+        print(f"error: {internal} file(s) hit an internal error (listed in results.csv)", file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_OK if ok_files else EXIT_NO_FACE
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def main(argv=None) -> int:
+    """Console entry point: an unexpected exception outside the per-file loop exits 3, in one line."""
+    try:
+        return _main(argv)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        print(shown(f"error: internal error ({type(e).__name__}: {str(e).strip()[:300]})"), file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ ONNX: ``metadata_props`` (each value a string; this dict is stored as JSON under
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from .errors import ModelError
@@ -47,10 +48,54 @@ def write_sidecar(model_path: str, meta: dict) -> None:
     atomic_write_bytes(sidecar_path(model_path), json.dumps(meta, indent=1).encode())
 
 
+def _regular(path: str, what: str) -> None:
+    """Refuse a FIFO, device or folder by ``stat`` before anything opens it (a FIFO blocks ``open``)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read {what} ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{path}: not a regular file (a FIFO, device or folder cannot be a {what})")
+
+
+def _number_pair(meta: dict, key: str, path: str) -> None:
+    v = meta.get(key, [-1.0, 1.0])
+    try:
+        lo, hi = (float(x) for x in v)
+        ok = math.isfinite(lo) and math.isfinite(hi) and lo != hi and not isinstance(v, str)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ModelError(f"{path}: metadata {key} must be two different finite numbers [lo, hi], got {v!r}"[:300])
+
+
+def validate_meta(meta, path: str) -> dict:
+    """The metadata fields a runtime relies on, checked: one ModelError line for the first bad one."""
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: metadata must be a JSON object, got {type(meta).__name__}")
+    size = meta.get("input_size", 128)
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 2048:
+        raise ModelError(f"{path}: metadata input_size must be a whole number of pixels in 8..2048, got {size!r}"[:300])
+    _number_pair(meta, "input_range", path)
+    _number_pair(meta, "output_range", path)
+    if meta.get("layout", "NHWC") != "NHWC":
+        raise ModelError(f"{path}: layout {meta.get('layout')!r} not supported (NHWC only)"[:300])
+    if str(meta.get("channel_order", "RGB")).upper() not in ("RGB", "BGR"):
+        raise ModelError(f"{path}: metadata channel_order must be RGB or BGR, got {meta.get('channel_order')!r}"[:300])
+    labels = meta.get("yaw_labels")
+    if labels is not None and (not isinstance(labels, list) or not labels or
+                               not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in labels)):
+        raise ModelError(f"{path}: metadata yaw_labels must be a list of numbers, got {labels!r}"[:300])
+    return meta
+
+
 def read_meta(model_path: str) -> dict:
-    """Metadata of a .onnx (metadata_props) or .tflite/.keras (sidecar JSON) file."""
-    if not os.path.exists(model_path):
-        raise ModelError(f"{model_path}: no such model file")
+    """Metadata of a .onnx (metadata_props) or .tflite/.keras (sidecar JSON) file, validated."""
+    _regular(model_path, "model file")
     if model_path.endswith(".onnx"):
         import onnxruntime as ort
 
@@ -61,9 +106,10 @@ def read_meta(model_path: str) -> dict:
         props = sess.get_modelmeta().custom_metadata_map
         if META_KEY not in props:
             raise ModelError(f"{model_path}: no '{META_KEY}' metadata (not exported by `python -m export`)")
-        return json.loads(props[META_KEY])
+        return validate_meta(json.loads(props[META_KEY]), model_path)
     side = sidecar_path(model_path)
     if not os.path.exists(side):
         raise ModelError(f"{model_path}: metadata sidecar {os.path.basename(side)} is missing")
-    with open(side) as f:
-        return json.load(f)
+    _regular(side, "metadata sidecar")
+    with open(side, "rb") as f:
+        return validate_meta(json.loads(f.read(1 << 20)), model_path)

@@ -47,8 +47,8 @@ def test_headless_video_writes_annotated_video_and_frame_json(tiny, video, tmp_p
     assert rc == 0
     assert any(l.endswith(f"end of video after {FRAMES} frames") for l in err), err
     assert not any("Traceback" in l for l in err)
-    assert not (out / "camera.part.mp4").exists()
-    cap = cv2.VideoCapture(str(out / "camera.mp4"))
+    assert not (out / "camera.part.mkv").exists()
+    cap = cv2.VideoCapture(str(out / "camera.mkv"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
     ok, frame = cap.read()
     assert ok and frame.shape == (480, 640 + 480, 3)  # input | frontal scaled to the frame height
@@ -87,6 +87,14 @@ def test_max_frames_stops_early(tiny, video, tmp_path, capsys):
     assert any("--max-frames 7" in l for l in err)
 
 
+
+def test_loop_plays_a_file_again(tiny, video, tmp_path, capsys):
+    rc, err = run_camera(capsys, "--source", video, "--model", tiny["edge"]["onnx"], "--headless", "--loop",
+                         "--out", str(tmp_path), "--max-frames", str(FRAMES + 5))
+    assert rc == 0 and len(read_jsonl(tmp_path / "frames.jsonl")) == FRAMES + 5
+    assert err[-2:] and not any("INFO" in l for l in err)
+
+
 @pytest.mark.parametrize("source,expect", [
     ("97", "camera 97: cannot open"),
     ("rtsp://127.0.0.1:9/nothing", "rtsp://127.0.0.1:9/nothing: cannot open"),
@@ -116,7 +124,7 @@ def test_video_deleted_mid_run_ends_cleanly(tiny, video, tmp_path):
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "end of video after" in err.strip().splitlines()[-2]  # then the "wrote ..." line
-    assert (out / "camera.mp4").exists() and not (out / "camera.part.mp4").exists()
+    assert (out / "camera.mkv").exists() and not (out / "camera.part.mkv").exists()
     assert len(read_jsonl(out / "frames.jsonl")) >= 1
 
 
@@ -140,3 +148,37 @@ def test_usage_errors(capsys):
     if not camera._has_gui():
         assert camera.main(["--source", "0"]) == 2
         assert "no GUI" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", ["TERM", "KILL"])
+def test_partial_video_stays_decodable_after_a_kill(tiny, tmp_path_factory, tmp_path, sig):
+    """SIGTERM closes the video like Ctrl-C; after SIGKILL camera.part.mkv still decodes (Matroska),
+    and the next run keeps it as camera.killed.mkv."""
+    import signal
+
+    clip = str(tmp_path_factory.getbasetemp() / "long_face.mp4")
+    if not os.path.exists(clip):
+        make_face_video(clip, 400)
+    out = tmp_path / "cam"
+    cmd = [sys.executable, "-m", "runtime.camera", "--source", clip, "--model", tiny["edge"]["onnx"],
+           "--headless", "--out", str(out), "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "frames.jsonl").exists() and open(out / "frames.jsonl").read().count("\n") >= 60:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the video ended before the kill"
+    proc.send_signal(getattr(signal, "SIG" + sig))
+    _, err = proc.communicate(timeout=120)
+    video = out / ("camera.mkv" if sig == "TERM" else "camera.part.mkv")
+    if sig == "TERM":
+        assert proc.returncode == 0 and "interrupted after" in err and not (out / "camera.part.mkv").exists()
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n >= 24, f"{video.name}: {n} decodable frames"
+    if sig == "KILL":
+        r = subprocess.run(cmd + ["--max-frames", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and (out / "camera.killed.mkv").exists() and (out / "camera.mkv").exists()

@@ -153,3 +153,86 @@ def test_runtime_runs_without_tensorflow(tiny, crops):
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+# --- broken models (issue 12): one line, exit 2; bad outputs refused at load --------------
+
+def tiny_onnx(path, in_shape, op="Identity", meta=None, out_shape=None):
+    """A one-op ONNX graph (Identity / Mul by NaN / ReduceMean to Nx3) with metadata ``meta``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape or in_shape)
+    inits = []
+    if op == "nan":
+        inits = [helper.make_tensor("k", TensorProto.FLOAT, [], [float("nan")])]
+        node = helper.make_node("Mul", ["x", "k"], ["y"])
+    elif op == "reduce":
+        inits = [helper.make_tensor("ax", TensorProto.INT64, [2], [1, 2])]
+        node = helper.make_node("ReduceMean", ["x", "ax"], ["y"], keepdims=0)
+    else:
+        node = helper.make_node("Identity", ["x"], ["y"])
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    if meta is not None:
+        helper.set_model_props(model, {"frontalize": meta if isinstance(meta, str) else json.dumps(meta)})
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _meta(**kw):
+    from runtime.model_meta import default_meta
+
+    return default_meta("edge", format="onnx", **kw)
+
+
+def test_broken_models_give_one_line_and_exit_2(tiny, tmp_path, capsys):
+    from runtime import frontalize
+
+    N = ["N", 128, 128, 3]
+    cases = {
+        "size64.onnx": (N, "Identity", _meta(input_size=64), None, "disagrees with the graph"),
+        "nchw.onnx": (["N", 3, 128, 128], "Identity", _meta(), None, "NCHW"),
+        "list.onnx": (N, "Identity", json.dumps([1, 2]), None, "JSON object"),
+        "abc.onnx": (N, "Identity", _meta(input_size="abc"), None, "input_size"),
+        "zero.onnx": (N, "Identity", _meta(input_size=0), None, "input_size"),
+        "range.onnx": (N, "Identity", _meta(output_range=[1, 1]), None, "output_range"),
+        "nan.onnx": (N, "nan", _meta(), None, "not finite"),
+        "nx3.onnx": (N, "reduce", _meta(), ["N", 3], "output has shape"),
+    }
+    fifo = tmp_path / "fifo.onnx"
+    os.mkfifo(fifo)
+    paths = {n: tiny_onnx(tmp_path / n, s, op, m, o) for n, (s, op, m, o, _) in cases.items()}
+    paths["fifo.onnx"] = str(fifo)
+    tfl = tmp_path / "t.tflite"
+    tfl.write_bytes(open(tiny["edge"]["tflite-fp32"], "rb").read())
+    for n, side in {"tfl_list": [1], "tfl_64": _meta(input_size=64), "tfl_range": _meta(input_range=[0, 0])}.items():
+        p = tmp_path / f"{n}.tflite"
+        p.write_bytes(tfl.read_bytes())
+        (tmp_path / f"{n}.tflite.json").write_text(json.dumps(side))
+        paths[n] = str(p)
+    phrases = {**{n: c[4] for n, c in cases.items()}, "fifo.onnx": "not a regular file", "tfl_list": "JSON object",
+               "tfl_64": "disagrees with the graph", "tfl_range": "input_range"}
+    img = tmp_path / "x.png"
+    img.write_bytes(b"junk")
+    for n, p in paths.items():
+        rc = frontalize.main([str(img), "--model", p, "--out", str(tmp_path / "o")])
+        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+        assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and phrases[n] in err[0], (n, err)
+
+
+def test_fixed_batch_onnx_runs_faces_one_at_a_time(tmp_path):
+    eng = load_engine(tiny_onnx(tmp_path / "b1.onnx", [1, 128, 128, 3], "Identity", _meta()))
+    x = np.random.default_rng(0).integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(eng.run(x), x)  # identity model, range -1..1 both ways
+
+
+def test_model_that_turns_bad_on_a_photo_marks_the_file_error(tmp_path):
+    """Passed the self-check, then NaN on a real input: the face is an error with a reason, not ok."""
+    eng = load_engine(tiny_onnx(tmp_path / "id.onnx", ["N", 128, 128, 3], "Identity", _meta()))
+    real = eng._infer
+    eng._infer = lambda x, oh: real(x, oh) * np.float32("nan")
+    with pytest.raises(ModelError, match="not finite"):
+        eng.run(np.zeros((1, 128, 128, 3), np.uint8))

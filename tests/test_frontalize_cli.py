@@ -1,5 +1,6 @@
 """The ``frontalize`` CLI on real images with a real tiny exported model; bad inputs are skipped."""
 import csv
+import io
 import json
 import os
 import shutil
@@ -109,3 +110,116 @@ def test_console_entry_point_runs_as_module(tiny, tmp_path):
                         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "grace_hopper_face0.png").exists() and (tmp_path / "results.csv").exists()
+
+
+# --- reliability (issue 12) ---------------------------------------------------------------
+
+def test_hostile_names_and_shapes_do_not_end_the_batch(tiny, tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    data = open(SAMPLE, "rb").read()
+    cv2.imwrite(str(d / "tall.png"), np.full((65000, 1, 3), 128, np.uint8))
+    cv2.imwrite(str(d / "wide.jpg"), np.full((5, 50000, 3), 128, np.uint8))
+    cv2.imwrite(str(d / "thin.png"), np.full((50000, 5, 3), 128, np.uint8))
+    long_name = "L" * 240 + ".jpg"  # 244 bytes
+    (d / long_name).write_bytes(data)
+    bad_utf8 = os.path.join(os.fsencode(d), b"bad\xffname.jpg")
+    with open(bad_utf8, "wb") as f:
+        f.write(data)
+    (d / "new\nline.jpg").write_bytes(data[:500])
+    (d / "motion.jpg").write_bytes(data + b"\0" * 100 + b"ftypmp42" * 500)
+    from PIL import Image
+
+    Image.open(SAMPLE).save(d / "anim.gif")
+    os.mkfifo(d / "fifo.jpg")
+    out = tmp_path / "out"
+    rc = frontalize.main([str(d), "--model", tiny["edge"]["onnx"], "--out", str(out), "--threads", "1", "--sheet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err
+    with open(out / "results.csv", "rb") as f:
+        raw = f.read()
+    assert b"bad\xffname.jpg" in raw  # the name's bytes as they are on disk
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8", "surrogateescape"))))
+    by = {os.path.basename(r["file"]): r for r in rows}
+    assert len(by) == 9
+    assert by[long_name]["status"] == "ok" and by["bad\udcffname.jpg"]["status"] == "ok"
+    assert by["motion.jpg"]["status"] == "ok" and by["anim.gif"]["status"] == "ok"
+    assert {by[n]["status"] for n in ("tall.png", "wide.jpg", "thin.png")} <= {"no_face", "error"}
+    assert "FIFO" in by["fifo.jpg"]["error"] and "truncated JPEG" in by["new\nline.jpg"]["error"]
+    with open(out / "results.json") as f:
+        assert len(json.load(f)["results"]) == 9
+    skips = [l for l in err.replace("\r", "\n").splitlines() if l.startswith("skip:")]
+    assert any("new\\nline.jpg: truncated JPEG" in l for l in skips)
+    assert all(len(os.fsencode(p)) <= 255 for p in os.listdir(out))
+    assert not [p for p in os.listdir(out) if ".tmp" in p or p == frontalize.JOURNAL]
+
+
+def test_an_unexpected_error_is_a_row_and_exit_3(tiny, tmp_path, capsys, monkeypatch):
+    real = frontalize.process_file
+
+    def flaky(fr, path, *a):
+        if "boom" in path:
+            raise RuntimeError("detector exploded")
+        return real(fr, path, *a)
+
+    monkeypatch.setattr(frontalize, "process_file", flaky)
+    shutil.copy(SAMPLE, tmp_path / "boom.jpg")
+    rc = frontalize.main([str(tmp_path / "boom.jpg"), SAMPLE, "--model", tiny["edge"]["onnx"],
+                          "--out", str(tmp_path / "o")])
+    assert rc == frontalize.EXIT_INTERNAL == 3
+    with open(tmp_path / "o" / "results.json") as f:
+        rows = json.load(f)["results"]
+    assert [r["status"] for r in rows] == ["error", "ok"] and "internal error (RuntimeError" in rows[0]["error"]
+
+
+def _wait_journal(path, lines, proc, timeout=240):
+    import time
+
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None:
+        if os.path.exists(path) and open(path, "rb").read().count(b"\n") >= lines:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("sig", ["KILL", "TERM"])
+def test_killed_run_resumes_from_the_journal(tiny, tmp_path, sig):
+    import signal
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(12):
+        shutil.copy(SAMPLE, d / f"g{i:02d}.jpg")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "runtime.frontalize", str(d), "--model", tiny["edge"]["onnx"], "--out", str(out),
+           "--threads", "1", "--detector", "fast", "--resume"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert _wait_journal(out / frontalize.JOURNAL, 3, p), p.communicate()[1][-2000:]
+    p.send_signal(getattr(signal, "SIG" + sig))
+    p.communicate(timeout=60)
+    (out / ".g99_face0.png.tmp999999999").write_bytes(b"left by a killed writer")
+    done = {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out) if f.endswith("_face0.png")}
+    assert len(done) >= 3
+    if sig == "TERM":  # handled like Ctrl-C: what was done is in results.json already
+        assert p.returncode == 0
+        with open(out / "results.json") as f:
+            assert len(json.load(f)["results"]) >= 3
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out / "results.json") as f:
+        rows = json.load(f)["results"]
+    assert len(rows) == 12 and all(x["status"] == "ok" for x in rows)
+    assert all(os.stat(out / f).st_mtime_ns == t for f, t in done.items())  # kept, not redone
+    assert not [f for f in os.listdir(out) if ".tmp" in f or f == frontalize.JOURNAL]
+
+
+def test_a_crash_outside_the_file_loop_exits_3_in_one_line(tiny, tmp_path, capsys, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(frontalize, "write_results", broken)
+    rc = frontalize.main([SAMPLE, "--model", tiny["edge"]["onnx"], "--out", str(tmp_path)])
+    err = [l for l in capsys.readouterr().err.replace("\r", "\n").splitlines() if l.startswith("error:")]
+    assert rc == 3 and err == ["error: internal error (RuntimeError: disk on fire)"]
+    assert (tmp_path / frontalize.JOURNAL).exists()  # what was done is still on disk for --resume

@@ -134,3 +134,78 @@ def test_dst_inside_src_is_not_walked_and_links_are_followed_once(tmp_path, grac
         rep = prepare(str(src), str(src / "crops"), workers=1, progress=False, manifest=False)
         assert rep["images"] == 1 and rep["faces"] == 1
     assert (src / "crops" / "linked" / "me.jpg").exists() and not (src / "crops" / "crops").exists()
+
+
+# --- reliability (issue 12) ---------------------------------------------------------------
+
+def test_undecodable_and_long_names_get_reports(tmp_path, grace):
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(grace).save(os.path.join(os.fsencode(src), b"bad\xffname.jpg"), format="JPEG")
+    Image.fromarray(grace).save(src / ("L" * 240 + ".jpg"))
+    (src / "new\nline.png").write_bytes(b"junk")
+    dst = tmp_path / "dst"
+    for _ in range(2):  # the rerun too (it used to fail on every rerun)
+        assert main([str(src), str(dst), "--workers", "1", "--no-progress", "--scheme", "generic",
+                     "--pattern", r"(?P<id>x)(?P<yaw>0)", "--no-manifest"]) == 0
+    rep = json.loads((dst / "prepare_report.json").read_text())
+    assert rep["images"] == 3 and rep["faces"] == 2
+    md = (dst / "prepare_report.md").read_text()
+    assert "new\\nline.png" in md and "bad\\udcffname.jpg" not in md.splitlines()[0]
+    assert (dst / "prepare_report.png").exists() and os.path.exists(os.path.join(os.fsencode(dst), b"bad\xffname.jpg"))
+
+
+def _descendants(pid: int) -> set[int]:
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+                out.update(kids)
+                todo += kids
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_workers_die_when_the_parent_is_killed(tmp_path, grace):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        Image.fromarray(grace).save(src / f"g{i:02d}.jpg")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.Popen([sys.executable, "-m", "training.prepare", str(src), str(tmp_path / "dst"), "--workers", "2",
+                          "--no-progress", "--no-manifest", "--detector", "fast"], cwd=root,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = tmp_path / "dst" / JOURNAL
+    t0 = time.time()
+    while time.time() - t0 < 240 and not (journal.exists() and journal.stat().st_size) and p.poll() is None:
+        time.sleep(0.1)
+    kids = _descendants(p.pid)
+    assert p.poll() is None and len(kids) >= 2, "prepare finished before it could be killed"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    t0 = time.time()
+    while time.time() - t0 < 20 and any(_alive(k) for k in kids):
+        time.sleep(0.2)
+    assert not [k for k in kids if _alive(k)], "workers / resource tracker outlived the parent"

@@ -99,8 +99,12 @@ def test_train_checkpoint_export_resume(model, manifest, pooled, tmp_path, capsy
 def test_resume_when_already_done_trains_nothing(manifest, tmp_path):
     out = tmp_path / "edge"
     train(parse_args(_args("edge", manifest, out, "--epochs", "1")))
+    left = out / "ckpt" / "ckpt-2_temp"  # as a kill during TensorFlow's sharded save leaves it
+    left.mkdir()
+    (left / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\0" * 1000)
     r = train(parse_args(_args("edge", manifest, out, "--epochs", "1", "--resume")))
     assert (r["epochs"], r["steps"]) == (1, 3)
+    assert not [f for f in os.listdir(out / "ckpt") if "_temp" in f]
     assert len(_history(out)) == 1
 
 

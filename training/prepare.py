@@ -31,8 +31,8 @@ from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
-from runtime.errors import FrontalizeError
-from runtime.image_io import atomic_write_bytes, atomic_write_image, load_image
+from runtime.errors import FrontalizeError, shown
+from runtime.image_io import atomic_write_bytes, atomic_write_image, load_image, release_memory
 from runtime.model_meta import default_meta
 
 from .datasets import IMAGE_EXTS, PARSERS, generic_parser
@@ -44,12 +44,46 @@ _TMP = re.compile(r"\.tmp\d+$")  # leftovers of atomic_write_bytes killed mid-wr
 _ANALYZER = None  # one FaceAnalyzer per worker process
 
 
-def _init_worker(settings: dict) -> None:
-    global _ANALYZER
-    from runtime.detect import FaceAnalyzer
+def _die_with_parent() -> None:
+    """In a worker: exit when the parent process dies, even by SIGKILL (nothing else would tell
+    us). Linux: prctl(PR_SET_PDEATHSIG, SIGKILL); everywhere: a thread polling os.getppid()."""
+    import signal
+    import threading
 
-    _ANALYZER = FaceAnalyzer(detector=settings["detector"], crop_size=settings["size"],
-                             min_face=settings["min_face"], threads=1)
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _init_worker(settings: dict, worker: bool = False) -> None:
+    global _ANALYZER
+    if worker:
+        _die_with_parent()
+    from runtime.detect import FaceAnalyzer
+    from runtime.image_io import captured_stderr, keep_errors
+
+    said: list[str] = []
+    try:
+        with captured_stderr(said):  # LiteRT's INFO line, once per worker
+            _ANALYZER = FaceAnalyzer(detector=settings["detector"], crop_size=settings["size"],
+                                     min_face=settings["min_face"], threads=1)
+    finally:
+        keep_errors(said)
 
 
 def failure_kind(message: str) -> str:
@@ -82,6 +116,7 @@ def crop_one(src: str, dst: str, rel: str) -> dict:
         row["reason"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     if not row["ok"]:
         row["kind"] = failure_kind(row["reason"])
+    release_memory()
     return row
 
 
@@ -125,7 +160,10 @@ def _remove_tmp_leftovers(dst: str) -> None:
     for dirpath, _, files in os.walk(dst):
         for f in files:
             if _TMP.search(f):
-                os.remove(os.path.join(dirpath, f))
+                try:
+                    os.remove(os.path.join(dirpath, f))
+                except OSError:
+                    pass
 
 
 def summarize(rows: list[dict], yaw_of) -> dict:
@@ -164,10 +202,10 @@ def report_markdown(rep: dict) -> str:
         lines.append(f"| {yaw} | {r['images']} | {r['faces']} | {100 * r['rate']:.1f} % |")
     if rep["failures"]:
         lines += ["", "## Failures", "", ", ".join(f"{k}: {n}" for k, n in rep["failure_kinds"].items()), ""]
-        lines += [f"- `{f['path']}`: {f['reason']}" for f in rep["failures"]]
+        lines += [shown(f"- `{f['path']}`: {f['reason']}") for f in rep["failures"]]
     if rep["several_faces"]:
         lines += ["", "## Several faces (the largest was cropped)", ""]
-        lines += [f"- `{f['path']}`: {f['faces']} faces" for f in rep["several_faces"]]
+        lines += [shown(f"- `{f['path']}`: {f['faces']} faces") for f in rep["several_faces"]]
     return "\n".join(lines) + "\n"
 
 
@@ -248,7 +286,7 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
             # spawn, not fork: forking a process whose OpenCV/LiteRT thread pools already run
             # (e.g. a caller that used FaceAnalyzer) can deadlock the children on a held lock.
             pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(settings,))
+                                       initializer=_init_worker, initargs=(settings, True))
             try:
                 futures = [pool.submit(crop_one, *job) for job in jobs]
                 for fut in as_completed(futures):
@@ -280,15 +318,18 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
             rep["manifest"] = {k: len(v) for k, v in m["pairs"].items()}
         except ValueError as e:
             rep["manifest"] = f"not written: {e}"
-    atomic_write_bytes(os.path.join(dst, REPORT + ".json"), json.dumps(rep, indent=1).encode())
-    atomic_write_bytes(os.path.join(dst, REPORT + ".md"), report_markdown(rep).encode())
+    # ASCII JSON (undecodable file-name bytes as \\udcXX escapes); Markdown escaped to printable lines
+    atomic_write_bytes(os.path.join(dst, REPORT + ".json"), json.dumps(rep, indent=1).encode("ascii"))
+    atomic_write_bytes(os.path.join(dst, REPORT + ".md"), report_markdown(rep).encode("utf-8", "backslashreplace"))
     if rows:
         atomic_write_bytes(chart, plot_per_yaw(rep))
     return rep
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="frontalize-prepare", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="frontalize-prepare", description=__doc__.split("\n\n")[0],
+                                 epilog="Exit code: 0 done (bad files are listed in the report, not fatal), 2 usage "
+                                        "error or a worker died (rerun to resume), 3 internal error, 130 interrupted.")
     ap.add_argument("src", help="folder of raw photos (walked recursively)")
     ap.add_argument("dst", help="output folder: crops under the same relative paths, reports, manifest")
     ap.add_argument("--scheme", choices=["multipie", "kface", "generic"], default="multipie",
@@ -308,13 +349,16 @@ def main(argv=None) -> int:
         rep = prepare(a.src, a.dst, a.scheme, a.pattern, a.workers, a.detector, a.size,
                       a.min_face, not a.no_manifest, a.retry_failed, not a.no_progress)
     except (FrontalizeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(shown(f"error: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: crops written so far are kept; run the same command to resume", file=sys.stderr)
         return 130
-    print(f"{rep['images']} images ({rep['run']['resumed']} done in an earlier run): {rep['faces']} crops, "
-          f"{rep['failed']} failed -> {os.path.join(a.dst, REPORT + '.md')}")
+    except Exception as e:  # a bug: one line, its own exit code; the journal keeps what was done
+        print(shown(f"error: internal error ({type(e).__name__}: {str(e).strip()[:300]})"), file=sys.stderr)
+        return 3
+    print(shown(f"{rep['images']} images ({rep['run']['resumed']} done in an earlier run): {rep['faces']} crops, "
+                f"{rep['failed']} failed -> {os.path.join(a.dst, REPORT + '.md')}"))
     return 0
 
 

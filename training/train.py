@@ -2,7 +2,8 @@
 
 Checkpoints (generator, discriminator, optimizers, epoch) every epoch through
 tf.train.CheckpointManager, whose pointer file is replaced atomically: a kill mid-save
-leaves the previous checkpoint in force. ``--resume`` restores it, so the optimizer step
+leaves the previous checkpoint in force, and the ``ckpt-N_temp`` folder such a kill leaves is
+removed at the next start. ``--resume`` restores it, so the optimizer step
 count and epoch continue where they were. TensorBoard logs and a PNG grid of
 (input | prediction | target) on fixed validation pairs are written each epoch.
 
@@ -184,6 +185,28 @@ def _epoch_callback(model, run_dir: str, global_batch: int, epoch_var, manager, 
     return EpochEnd()
 
 
+def remove_checkpoint_leftovers(ckpt_dir: str) -> int:
+    """Delete what a kill during a checkpoint write leaves: TensorFlow's ``ckpt-N_temp*`` shard
+    folders (merged and removed only when a save completes) and temp files of atomic writes.
+    The checkpoint in force (the ``checkpoint`` pointer file) is never touched."""
+    import re
+    import shutil
+
+    from runtime.image_io import remove_stale_temps
+
+    n = remove_stale_temps(ckpt_dir)
+    try:
+        names = os.listdir(ckpt_dir)
+    except OSError:
+        return n
+    for f in names:
+        p = os.path.join(ckpt_dir, f)
+        if re.search(r"_temp(_[0-9a-f]+)?$", f) and os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+    return n
+
+
 def train(args) -> dict:
     import keras
     import tensorflow as tf
@@ -307,6 +330,9 @@ def train(args) -> dict:
                                    **model.optimizers())
     print(describe(model.generator), flush=True)
     encoder = encoder_state(model.generator)
+    removed = remove_checkpoint_leftovers(os.path.join(run_dir, "ckpt"))
+    if removed:
+        print(f"removed {removed} leftover(s) of a checkpoint write that was killed", flush=True)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "ckpt"), max_to_keep=2)
     # every worker restores the chief's checkpoint: the run folder must be on shared storage
     latest = tf.train.latest_checkpoint(os.path.join(args.out, "ckpt")) if args.resume else None
