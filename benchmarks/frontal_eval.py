@@ -275,7 +275,8 @@ def main(argv=None) -> int:
         for m in ms:
             per = defaultdict(lambda: defaultdict(list))
             outs = [(it, imgs[m].get(it["path"])) for it in its if it.get("found")]
-            found, frontal = check_outputs(analyzer, [o for _, o in outs if o is not None]) if m != "raw" or True else ([], [])
+            # the crop pipeline on the outputs (the inputs themselves: raw / mirror, as the reference)
+            found, frontal = check_outputs(analyzer, [o for _, o in outs if o is not None])
             k = 0
             for it, o in outs:
                 b = per[min(BUCKETS, key=lambda x: abs(x - abs(it["yaw"])))]
@@ -295,11 +296,20 @@ def main(argv=None) -> int:
                     gids = list(gallery)
                     dists = [np.linalg.norm(v - gallery[g][n]) for g in gids]
                     b[f"{n}_rank1"].append(gids[int(np.argmin(dists))] == it["id"])
+                    b[f"_{n}_gen"].append(float(dists[gids.index(it["id"])]) if it["id"] in gids else np.nan)
+                    b[f"_{n}_imp"] += [float(d) for g, d in zip(gids, dists) if g != it["id"]]
                 if s == "multipie30" and crops.get(("target", it["target"])) is not None:
                     p, q = psnr_ssim(o, crops[("target", it["target"])])
                     b["psnr"].append(p)
                     b["ssim"].append(q)
-            table[m] = {str(bk): {key: (len(v) if key in ("n", "missing") else float(np.mean(v)) * (100 if key in ("found", "frontal10") or key.endswith("rank1") else 1))
+            for d in per.values():  # verification: best-threshold balanced accuracy, genuine vs impostor
+                for n in judge_names:
+                    gen, imp = np.array(d.pop(f"_{n}_gen", [])), np.array(d.pop(f"_{n}_imp", []))
+                    gen = gen[np.isfinite(gen)]
+                    if len(gen) and len(imp):
+                        ts = np.concatenate([gen, imp])
+                        d[f"{n}_verif"] = [max(0.5 * ((gen <= t).mean() + (imp > t).mean()) for t in ts)]
+            table[m] = {str(bk): {key: (len(v) if key in ("n", "missing") else float(np.mean(v)) * (100 if key in ("found", "frontal10") or key.endswith(("rank1", "verif")) else 1))
                                   for key, v in d.items()} for bk, d in sorted(per.items())}
         miss = sum(1 for it in its if not it.get("found"))
         report["sets"][s] = {"probes": len(its), "no_face_in_input": miss, "table": table}
@@ -342,7 +352,7 @@ def markdown(report: dict) -> str:
     for s, d in report["sets"].items():
         out.append(f"## {s} ({d['probes']} probes, {d['no_face_in_input']} without a face in the input)")
         buckets = sorted({int(b) for t in d["table"].values() for b in t})
-        keys = ["found", "frontal10"] + [f"{n}_{k}" for n in report["judges"] for k in ("dist", "rank1")] + \
+        keys = ["found", "frontal10"] + [f"{n}_{k}" for n in report["judges"] for k in ("dist", "rank1", "verif")] + \
             (["psnr", "ssim"] if s == "multipie30" else [])
         out.append("| measure | method | " + " | ".join(f"{b}°" for b in buckets) + " |")
         out.append("|---|---|" + "---|" * len(buckets))
@@ -351,7 +361,7 @@ def markdown(report: dict) -> str:
                 cells = []
                 for b in buckets:
                     v = t.get(str(b), {}).get(k)
-                    cells.append("" if v is None else f"{v:.1f}" if k in ("found", "frontal10", "psnr") or k.endswith("rank1")
+                    cells.append("" if v is None else f"{v:.1f}" if k in ("found", "frontal10", "psnr") or k.endswith(("rank1", "verif"))
                                  else f"{v:.3f}")
                 out.append(f"| {k} | {m} | " + " | ".join(cells) + " |")
         out.append("")

@@ -802,21 +802,27 @@ class GeoGAN(Frontalizer):
             fake = self.generator([x, yaw], training=True)
             w4 = tf.reshape(w, [-1, 1, 1, 1])
             l1 = tf.reduce_sum(w4 * tf.abs(fake - y)) / (tf.reduce_sum(w) * SIZE * SIZE * 3 + 1e-6)
-            d_fake = self.discriminator(fake, training=True)
-            d_real = self.discriminator(real, training=True)
-            g_adv = _adv_loss(d_fake, True)
-            g_loss = self.l1_weight * l1 + self.adv_weight * g_adv
+            g_loss = self.l1_weight * l1
+            gan = self.adv_weight > 0  # adv_weight 0: no discriminator pass at all (a third of a step)
+            if gan:
+                d_fake = self.discriminator(fake, training=True)
+                d_real = self.discriminator(real, training=True)
+                g_adv = _adv_loss(d_fake, True)
+                g_loss += self.adv_weight * g_adv
+                d_loss = 0.5 * (_adv_loss(d_real, True) + _adv_loss(d_fake, False))
+            else:
+                g_adv = d_loss = tf.zeros_like(l1)
             logs = {"l1": l1, "g_adv": g_adv}
             if self.id_net is not None:
                 target = tf.stop_gradient(self._id_targets(y, idt))
                 ident = tf.reduce_mean(1.0 - tf.reduce_sum(self.id_net(fake) * target, -1))
                 g_loss += self.id_weight * ident
                 logs["id"] = ident
-            d_loss = 0.5 * (_adv_loss(d_real, True) + _adv_loss(d_fake, False))
             g_scaled, d_scaled = self._scale(g_loss), self._scale(d_loss)
         g_vars, d_vars = self.generator.trainable_variables, self.discriminator.trainable_variables
         self.g_opt.apply_gradients(zip(gt.gradient(g_scaled, g_vars), g_vars))
-        self.d_opt.apply_gradients(zip(dt.gradient(d_scaled, d_vars), d_vars))
+        if gan:
+            self.d_opt.apply_gradients(zip(dt.gradient(d_scaled, d_vars), d_vars))
         return {"g_loss": g_loss, "d_loss": d_loss, **logs}
 
 
