@@ -410,7 +410,7 @@ def geo_generator(width: float = 1.0, depth=None, name: str = "geo_generator") -
        hidden side from its mirror twin): the person's own pixels, moved where a frontal view has them.
     3. A U-Net of depthwise-separable blocks sees input, geometric frontal and |yaw|, and corrects
        the geometry: residual flows (16x16, upsampled, bounded to +-16 px), residual blend logits
-       and a generated image for what neither branch shows. Its heads start at zero, so an
+       (32x32, upsampled) and a generated image for what neither branch shows. Its heads start at zero, so an
        untrained network outputs the geometric frontal.
     """
     if depth is None:
@@ -448,10 +448,14 @@ def geo_generator(width: float = 1.0, depth=None, name: str = "geo_generator") -
         if tag == "u16":
             dflow = layers.Conv2D(4, 3, padding="same", kernel_initializer="zeros", activation="tanh", name="dflow")(h)
             dflow = layers.Rescaling(16.0)(layers.UpSampling2D(8, interpolation="bilinear")(dflow))
+        if tag == "u32":
+            # Blend logits at 32x32, upsampled: a per-pixel (128x128) choice between the three
+            # sources turned into salt-and-pepper speckle within 250 steps (runs geo2-geo5).
+            dlogits = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="dlogits")(h)
+            dlogits = layers.UpSampling2D(4, interpolation="bilinear", name="dlogits_up")(dlogits)
     h = layers.UpSampling2D(2, interpolation="bilinear")(h)  # 128
     h = _ds_block(h, 24, name="u128")
     generated = layers.Conv2D(3, 3, padding="same", activation="tanh", name="generated")(h)
-    dlogits = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="dlogits")(h)
     flow = layers.Add(name="flow")([geo_flow, dflow])
     logits = layers.Add(name="logits")([geo_logits, dlogits])
     out = WarpBlend(dtype="float32", name="frontal_blend")([x, flow, logits, generated])
