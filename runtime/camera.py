@@ -44,29 +44,7 @@ from .engines import ENGINES, load_engine
 from .errors import FrontalizeError
 from .image_io import atomic_write_image, captured_stderr, keep_errors
 from .pipeline import DEFAULT_MODEL, analyzer_for, side_by_side
-
-
-class SourceError(FrontalizeError):
-    """A camera/video/stream that cannot be opened."""
-
-
-def parse_source(src: str):
-    return int(src) if src.isdigit() else src
-
-
-def is_live(src) -> bool:
-    return isinstance(src, int) or "://" in str(src) or str(src).startswith("/dev/video")
-
-
-def open_capture(src, timeout_ms: int = 5000) -> cv2.VideoCapture:
-    if not is_live(src) and not os.path.exists(src):
-        raise SourceError(f"{src}: no such video file")
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-    cap = cv2.VideoCapture(src, cv2.CAP_ANY, params)
-    if not cap.isOpened():
-        what = f"camera {src}" if isinstance(src, int) else str(src)
-        raise SourceError(f"{what}: cannot open (no such device, unreachable stream or unsupported format)")
-    return cap
+from .sources import SourceError, is_live, open_capture, parse_source  # noqa: F401  (re-exported)
 
 
 class FrameSource:
