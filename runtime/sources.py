@@ -19,6 +19,7 @@ import os
 import cv2
 
 from .errors import FrontalizeError
+from .image_io import captured_stderr
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".gif"}
 VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp",
@@ -81,7 +82,9 @@ def open_capture(src, timeout_ms: int = 5000) -> cv2.VideoCapture:
             raise SourceError(f"{src[:80]}: cannot open the GStreamer pipeline ({gst.strip()} in this OpenCV build)")
         return cap
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-    cap = cv2.VideoCapture(src, cv2.CAP_ANY, params)
+    said: list[str] = []
+    with captured_stderr(said):  # FFmpeg's own "[tcp @ 0x..] Connection refused": our one line says it
+        cap = cv2.VideoCapture(src, cv2.CAP_ANY, params)
     if not cap.isOpened():
         what = f"camera {src}" if isinstance(src, int) else str(src)
         raise SourceError(f"{what}: cannot open (no such device, unreachable stream or unsupported format)")
