@@ -285,7 +285,8 @@ def run(args) -> int:
 
     def engine_at(i):
         if i not in engines:
-            engines[i] = load_engine(models[i], args.engine, args.threads)
+            kw = {"providers": args.providers} if args.providers else {}
+            engines[i] = load_engine(models[i], args.engine, args.threads, **kw)
         return engines[i]
 
     k = 0
@@ -360,10 +361,12 @@ def run(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.camera", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="0", help="camera index, video file or stream URL (default 0)")
+    p.add_argument("--source", default="0", help="camera index, video file, stream URL or a GStreamer pipeline "
+                                                  "ending in appsink (Jetson CSI camera; default 0)")
     p.add_argument("--model", action="append", help=f"model file, repeat to cycle with 'm' (default {DEFAULT_MODEL})")
     p.add_argument("--engine", default="auto", choices=("auto",) + ENGINES)
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--providers", help="ONNX execution providers in order, e.g. tensorrt,cuda,cpu")
     p.add_argument("--detector", default="fast", choices=FaceAnalyzer.DETECTORS,
                    help="candidate detectors on detection frames (default fast: the two BlazeFace passes, "
                         "~15 ms CPU a 640x480 frame; default adds BlazeFace full-range and MTCNN, ~95 ms)")

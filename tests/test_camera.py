@@ -12,9 +12,7 @@ import pytest
 
 from model_fixtures import ROOT, SAMPLE, ensure_tiny_models, make_face_video, video_transform
 from runtime import camera
-from runtime.crop import roi_from_landmarks
 from runtime.image_io import load_image
-from runtime.model_meta import read_meta
 
 FRAMES = 30
 
