@@ -5,6 +5,7 @@ model sees faces framed the way its training crops were.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -118,6 +119,20 @@ def to_rgb(image, bgr: bool = False) -> tuple[np.ndarray, float, str]:
     return np.ascontiguousarray(a), 1.0, "<array>"
 
 
+@contextlib.contextmanager
+def _quiet():
+    """The engines' load chatter (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate") kept
+    off the caller's stderr; error lines still pass."""
+    from .image_io import captured_stderr, keep_errors
+
+    said: list[str] = []
+    try:
+        with captured_stderr(said):
+            yield
+    finally:
+        keep_errors(said)
+
+
 class Frontalizer:
     """Faces in, frontal faces out::
 
@@ -147,13 +162,16 @@ class Frontalizer:
     def engine(self) -> Engine:
         if self._engine is None:
             kw = {"providers": self.providers} if self.providers is not None else {}
-            self._engine = load_engine(os.fspath(self.model), self.engine_kind, self.threads, **kw)
+            with _quiet():
+                self._engine = load_engine(os.fspath(self.model), self.engine_kind, self.threads, **kw)
         return self._engine
 
     @property
     def analyzer(self) -> FaceAnalyzer:
         if self._analyzer is None:
-            self._analyzer = analyzer_for(self.engine, self.detector, self.threads)
+            engine = self.engine
+            with _quiet():
+                self._analyzer = analyzer_for(engine, self.detector, self.threads)
         return self._analyzer
 
     def load(self) -> "Frontalizer":
