@@ -44,13 +44,69 @@ def provider_names(providers) -> list[str]:
     return [PROVIDER_ALIASES.get(p.strip().lower(), p.strip()) for p in providers]
 
 
+_USABLE: dict[str, bool] = {}
+_GPU_LIBS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
+
+
+def _cuda_device() -> bool:
+    """A CUDA driver with at least one device (libcuda's cuInit / cuDeviceGetCount)."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    else:
+        return False
+    try:
+        n = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(n)) == 0 and n.value > 0
+    except AttributeError:
+        return False
+
+
+def provider_usable(name: str) -> bool:
+    """Whether a GPU provider that the onnxruntime build lists can work here: onnxruntime-gpu lists
+    CUDA and TensorRT on any machine, and requesting them without a device or without the CUDA /
+    TensorRT libraries prints a screen of errors before it falls back to the CPU. So: a CUDA device,
+    and the provider's own library loads (its CUDA/cuDNN/TensorRT dependencies resolve)."""
+    if name not in _GPU_LIBS:
+        return True
+    if name not in _USABLE:
+        import ctypes
+
+        import onnxruntime as ort
+
+        ok = _cuda_device()
+        capi = os.path.join(os.path.dirname(ort.__file__), "capi")
+        lib = os.path.join(capi, f"libonnxruntime_providers_{_GPU_LIBS[name]}.so")
+        if ok and os.path.exists(lib):
+            try:
+                ctypes.CDLL(os.path.join(capi, "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
+                ctypes.CDLL(lib)
+            except OSError:
+                ok = False
+        _USABLE[name] = ok
+    return _USABLE[name]
+
+
 def onnx_providers(providers=None, threads: int = 2) -> list:
-    """The providers to request: the ones asked for that this onnxruntime build has (CPU when none
-    is left), TensorRT with its engine cache options."""
+    """The providers to request: the ones asked for that this onnxruntime build has and that can
+    work here (``provider_usable``; CPU when none is left), TensorRT with its engine cache options.
+    A provider asked for by name that cannot be used is named in one line on stderr."""
+    import sys
+
     import onnxruntime as ort
 
     avail = ort.get_available_providers()
-    chosen = [p for p in provider_names(providers) if p in avail] or ["CPUExecutionProvider"]
+    asked = provider_names(providers)
+    chosen = [p for p in asked if p in avail and provider_usable(p)] or ["CPUExecutionProvider"]
+    dropped = [p for p in asked if p not in chosen and p != "CPUExecutionProvider"]
+    if providers is not None and dropped:
+        print(f"note: {', '.join(dropped)} not usable here (not in this onnxruntime build, no CUDA device or "
+              f"missing CUDA/TensorRT libraries): using {', '.join(chosen)}", file=sys.stderr)
     out = []
     for p in chosen:
         if p == "TensorrtExecutionProvider":

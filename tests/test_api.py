@@ -135,9 +135,10 @@ def test_bundled_assets_are_found_and_overridable(tmp_path, monkeypatch):
         asset("posenet.onnx")
 
 
-def test_providers_requested_are_only_those_available(monkeypatch, tmp_path):
+def test_providers_requested_are_only_those_available(monkeypatch, tmp_path, capsys):
     import onnxruntime as ort
 
+    from runtime import engines
     from runtime.engines import onnx_providers, provider_names
 
     assert provider_names("trt, cuda,cpu") == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
@@ -147,6 +148,12 @@ def test_providers_requested_are_only_those_available(monkeypatch, tmp_path):
     assert onnx_providers("cuda") == ["CPUExecutionProvider"]
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    # onnxruntime-gpu lists CUDA/TensorRT everywhere: without a device they are not requested
+    monkeypatch.setattr(engines, "_USABLE", {"CUDAExecutionProvider": False, "TensorrtExecutionProvider": False})
+    assert onnx_providers(None) == ["CPUExecutionProvider"]
+    assert onnx_providers("cuda,cpu") == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider not usable here" in capsys.readouterr().err
+    monkeypatch.setattr(engines, "_USABLE", {"CUDAExecutionProvider": True, "TensorrtExecutionProvider": True})
     monkeypatch.setenv("FRONTALIZE_TRT_CACHE", str(tmp_path / "trt"))
     got = onnx_providers("tensorrt,cpu")
     assert got[0][0] == "TensorrtExecutionProvider" and got[0][1]["trt_engine_cache_enable"] is True
