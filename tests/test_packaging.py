@@ -62,15 +62,28 @@ def test_wheel_holds_the_model_files(wheel):
         assert "runtime/assets/frontalizer.onnx" in names
 
 
+def python310():
+    """A Python 3.10 interpreter (JetPack 6's version): pyenv's, or python3.10 on PATH."""
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10.*/bin/python3.10")))
+    return found[-1] if found else shutil.which("python3.10")
+
+
 @pytest.mark.slow
-def test_fresh_venv_install_runs_from_another_folder(wheel, tmp_path):
+@pytest.mark.parametrize("python", ["current", "3.10"])
+def test_fresh_venv_install_runs_from_another_folder(wheel, tmp_path, python):
     """pip install of the wheel into a new venv (pip's cache: no download when warm), then the
-    CLI and the API from a folder outside the checkout."""
+    CLI and the API from a folder outside the checkout; also with Python 3.10 (JetPack 6)."""
     from model_fixtures import ensure_tiny_models
 
+    interpreter = sys.executable if python == "current" else python310()
+    if interpreter is None:
+        pytest.skip("no Python 3.10 interpreter here (pyenv install 3.10)")
     tiny = ensure_tiny_models(str(tmp_path.parent / "tiny_models"))
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=300)
     py, cli = venv / "bin" / "python", venv / "bin" / "frontalize"
     r = subprocess.run([str(py), "-m", "pip", "install", "-q", wheel], capture_output=True, text=True, timeout=900)
     if r.returncode:
