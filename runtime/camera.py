@@ -44,29 +44,7 @@ from .engines import ENGINES, load_engine
 from .errors import FrontalizeError
 from .image_io import atomic_write_image, captured_stderr, keep_errors
 from .pipeline import DEFAULT_MODEL, analyzer_for, side_by_side
-
-
-class SourceError(FrontalizeError):
-    """A camera/video/stream that cannot be opened."""
-
-
-def parse_source(src: str):
-    return int(src) if src.isdigit() else src
-
-
-def is_live(src) -> bool:
-    return isinstance(src, int) or "://" in str(src) or str(src).startswith("/dev/video")
-
-
-def open_capture(src, timeout_ms: int = 5000) -> cv2.VideoCapture:
-    if not is_live(src) and not os.path.exists(src):
-        raise SourceError(f"{src}: no such video file")
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-    cap = cv2.VideoCapture(src, cv2.CAP_ANY, params)
-    if not cap.isOpened():
-        what = f"camera {src}" if isinstance(src, int) else str(src)
-        raise SourceError(f"{what}: cannot open (no such device, unreachable stream or unsupported format)")
-    return cap
+from .sources import SourceError, is_live, open_capture, parse_source  # noqa: F401  (re-exported)
 
 
 class FrameSource:
@@ -307,7 +285,8 @@ def run(args) -> int:
 
     def engine_at(i):
         if i not in engines:
-            engines[i] = load_engine(models[i], args.engine, args.threads)
+            kw = {"providers": args.providers} if args.providers else {}
+            engines[i] = load_engine(models[i], args.engine, args.threads, **kw)
         return engines[i]
 
     k = 0
@@ -382,10 +361,12 @@ def run(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.camera", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="0", help="camera index, video file or stream URL (default 0)")
+    p.add_argument("--source", default="0", help="camera index, video file, stream URL or a GStreamer pipeline "
+                                                  "ending in appsink (Jetson CSI camera; default 0)")
     p.add_argument("--model", action="append", help=f"model file, repeat to cycle with 'm' (default {DEFAULT_MODEL})")
     p.add_argument("--engine", default="auto", choices=("auto",) + ENGINES)
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--providers", help="ONNX execution providers in order, e.g. tensorrt,cuda,cpu")
     p.add_argument("--detector", default="fast", choices=FaceAnalyzer.DETECTORS,
                    help="candidate detectors on detection frames (default fast: the two BlazeFace passes, "
                         "~15 ms CPU a 640x480 frame; default adds BlazeFace full-range and MTCNN, ~95 ms)")

@@ -1,7 +1,11 @@
 """One small interface over the inference engines: ``load_engine(path) -> Engine``.
 
-- ``onnx``: onnxruntime, execution providers picked from what the installed build offers, in
-  the order TensorRT, CUDA, CPU (so the same code uses the GPU on a Jetson / CUDA box).
+- ``onnx``: onnxruntime, the execution providers asked for (``providers``, e.g. ``["cuda", "cpu"]``;
+  default TensorRT, CUDA, CPU) less those the installed build does not list in
+  ``ort.get_available_providers()`` (never requested, so a CPU-only machine prints no provider
+  errors). TensorRT gets an engine cache (``trt_engine_cache_enable``, ``trt_engine_cache_path``:
+  ``$FRONTALIZE_TRT_CACHE`` or ``~/.cache/frontalize/trt``) so only the first start builds engines.
+  The file is opened once: the metadata is read from the same session.
 - ``tflite``: LiteRT's ``Interpreter`` (XNNPACK, the default op resolver), ``threads`` threads;
   int8/uint8 input/output tensors are (de)quantized with the tensor's scale and zero point,
   and a dynamic batch dimension is resized to the batch given.
@@ -25,6 +29,113 @@ from .model_meta import read_meta
 
 ENGINES = ("onnx", "tflite", "keras")
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PROVIDER_ALIASES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
+                    "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider",
+                    "coreml": "CoreMLExecutionProvider", "openvino": "OpenVINOExecutionProvider",
+                    "dml": "DmlExecutionProvider", "rocm": "ROCMExecutionProvider"}
+
+
+def provider_names(providers) -> list[str]:
+    """``"cuda,cpu"`` / ``["tensorrt", "CPUExecutionProvider"]`` -> onnxruntime provider names."""
+    if providers is None:
+        return list(PROVIDER_ORDER)
+    if isinstance(providers, str):
+        providers = [p for p in providers.split(",") if p.strip()]
+    return [PROVIDER_ALIASES.get(p.strip().lower(), p.strip()) for p in providers]
+
+
+_USABLE: dict[str, bool] = {}
+_GPU_LIBS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
+
+
+def _cuda_device() -> bool:
+    """A CUDA driver with at least one device (libcuda's cuInit / cuDeviceGetCount)."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    else:
+        return False
+    try:
+        n = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(n)) == 0 and n.value > 0
+    except AttributeError:
+        return False
+
+
+def provider_usable(name: str) -> bool:
+    """Whether a GPU provider that the onnxruntime build lists can work here: onnxruntime-gpu lists
+    CUDA and TensorRT on any machine, and requesting them without a device or without the CUDA /
+    TensorRT libraries prints a screen of errors before it falls back to the CPU. So: a CUDA device,
+    and the provider's own library loads (its CUDA/cuDNN/TensorRT dependencies resolve)."""
+    if name not in _GPU_LIBS:
+        return True
+    if name not in _USABLE:
+        import ctypes
+
+        import onnxruntime as ort
+
+        ok = _cuda_device()
+        capi = os.path.join(os.path.dirname(ort.__file__), "capi")
+        lib = os.path.join(capi, f"libonnxruntime_providers_{_GPU_LIBS[name]}.so")
+        if ok and os.path.exists(lib):
+            try:
+                ctypes.CDLL(os.path.join(capi, "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
+                ctypes.CDLL(lib)
+            except OSError:
+                ok = False
+        _USABLE[name] = ok
+    return _USABLE[name]
+
+
+def onnx_providers(providers=None, threads: int = 2) -> list:
+    """The providers to request: the ones asked for that this onnxruntime build has and that can
+    work here (``provider_usable``; CPU when none is left), TensorRT with its engine cache options.
+    A provider asked for by name that cannot be used is named in one line on stderr."""
+    import sys
+
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    asked = provider_names(providers)
+    chosen = [p for p in asked if p in avail and provider_usable(p)] or ["CPUExecutionProvider"]
+    dropped = [p for p in asked if p not in chosen and p != "CPUExecutionProvider"]
+    if providers is not None and dropped:
+        print(f"note: {', '.join(dropped)} not usable here (not in this onnxruntime build, no CUDA device or "
+              f"missing CUDA/TensorRT libraries): using {', '.join(chosen)}", file=sys.stderr)
+    out = []
+    for p in chosen:
+        if p == "TensorrtExecutionProvider":
+            cache = os.environ.get("FRONTALIZE_TRT_CACHE") or os.path.join(
+                os.path.expanduser("~"), ".cache", "frontalize", "trt")
+            os.makedirs(cache, exist_ok=True)
+            out.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                            "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+                            "trt_fp16_enable": os.environ.get("FRONTALIZE_TRT_FP16", "1") == "1"}))
+        else:
+            out.append(p)
+    return out
+
+
+def onnx_session(path: str, threads: int = 2, providers=None):
+    """One onnxruntime session (the only time the file is read)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # TensorRT/CUDA fallbacks warn loudly; errors still raise
+    # No busy-waiting between runs: in the camera loop the spinning pool threads took the
+    # cores from detection/landmarks/encoding (measured: CPU per image 11.8 -> 5.8 ms).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(path, so, providers=onnx_providers(providers, threads))
+    except Exception as e:
+        raise ModelError(f"{path}: cannot load ONNX model ({_first_line(e)})") from None
 
 
 def _first_line(e: Exception) -> str:
@@ -142,23 +253,9 @@ class Engine:
 class OnnxEngine(Engine):
     name = "onnx"
 
-    def __init__(self, path, meta, threads=2, providers=None):
+    def __init__(self, path, meta, threads=2, providers=None, session=None):
         super().__init__(path, meta, threads)
-        import onnxruntime as ort
-
-        avail = ort.get_available_providers()
-        self.providers = [p for p in (providers or PROVIDER_ORDER) if p in avail] or ["CPUExecutionProvider"]
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3  # TensorRT/CUDA fallbacks warn loudly; errors still raise
-        # No busy-waiting between runs: in the camera loop the spinning pool threads took the
-        # cores from detection/landmarks/encoding (measured: CPU per image 11.8 -> 5.8 ms).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.sess = ort.InferenceSession(path, so, providers=self.providers)
-        except Exception as e:
-            raise ModelError(f"{path}: cannot load ONNX model ({_first_line(e)})") from None
+        self.sess = session if session is not None else onnx_session(path, threads, providers)
         self.providers = self.sess.get_providers()
         ins = self.sess.get_inputs()
         self.image_in = next((i for i in ins if len(i.shape) == 4), None)
@@ -297,7 +394,8 @@ def check_image_shape(path: str, shape, size: int) -> None:
 
 def load_engine(path: str, engine: str = "auto", threads: int = 2, self_check: bool = True, **kw) -> Engine:
     """Load a model file with the engine named (``auto``: by file extension); metadata validated
-    against the graph, then one self-check inference (``Engine.self_check``)."""
+    against the graph, then one self-check inference (``Engine.self_check``). ``providers=``
+    (ONNX only): see ``provider_names``."""
     from .model_meta import _regular
 
     path = os.fspath(path)
@@ -309,14 +407,22 @@ def load_engine(path: str, engine: str = "auto", threads: int = 2, self_check: b
     kind = engine_for(path) if engine == "auto" else engine
     if kind not in ENGINES:
         raise ModelError(f"unknown engine '{engine}' (choose from auto, {', '.join(ENGINES)})")
+    session = None
     try:
-        meta = read_meta(path)
+        if kind == "onnx":  # one session: the metadata comes from it, the file is read once
+            from .model_meta import meta_from_session
+
+            session = onnx_session(path, threads, kw.pop("providers", None))
+            meta = meta_from_session(session, path)
+        else:
+            kw.pop("providers", None)
+            meta = read_meta(path)
     except (ValueError, OSError) as e:  # malformed sidecar JSON
         raise ModelError(f"{path}: unreadable metadata ({_first_line(e)})") from None
     if meta.get("layout", "NHWC") != "NHWC":
         raise ModelError(f"{path}: layout {meta.get('layout')} not supported (NHWC only)")
     cls = {"onnx": OnnxEngine, "tflite": TFLiteEngine, "keras": KerasEngine}[kind]
-    eng = cls(path, meta, threads, **kw)
+    eng = cls(path, meta, threads, session=session, **kw) if session is not None else cls(path, meta, threads, **kw)
     if self_check:
         eng.self_check()
     return eng

@@ -1,8 +1,15 @@
 """``frontalize`` CLI: photos in, one predicted frontal face per detected face out.
 
-    frontalize photo.jpg folder/ "shots/*.png" --out out/front [--sheet] [--model M.onnx]
+    frontalize photo.jpg folder/ "shots/*.png" clip.mp4 --out out/front [--sheet] [--model M.onnx]
+    frontalize --source rtsp://cam/stream --max-frames 100 --json
 
-Inputs are files, folders (searched recursively for image files) or glob patterns. For each
+Inputs (positional or ``--source``, as in ultralytics' ``source=``; see ``runtime.sources``): image
+files, folders (searched recursively for image files), glob patterns, video files (every
+``--vid-stride``-th frame; one row per face per frame, ``<name>_f<frame>_face<k>.png``), a webcam
+index (``0``), a stream URL (rtsp/rtmp/http...) or a GStreamer pipeline ending in ``appsink``.
+A source that cannot be opened is an error row with one line saying why. ``--json`` prints one
+JSON line per face to stdout as it goes; the progress bar (stderr) shows on inputs that take more than
+a second. For each
 face: ``<name>_face<k>.png`` (the frontal prediction, k = 0 for the largest face) and, with
 ``--sheet``, ``<name>_face<k>_sheet.png`` (input with the box | crop | frontal). ``<name>`` is
 the file's stem (for files found in a folder: its path inside that folder, '/' -> '__');
@@ -38,9 +45,12 @@ from .errors import FrontalizeError, ModelError, shown
 from .image_io import (atomic_write_bytes, atomic_write_image, captured_stderr, keep_errors, load_image,
                        release_memory, remove_stale_temps)
 from .pipeline import DEFAULT_MODEL, Frontalizer, draw_face, side_by_side
+from .sources import IMAGE_EXTS, SourceError, frame_count, frames, kind, open_capture
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".gif"}
-FIELDS = ["file", "face", "status", "error", "box", "yaw", "detector", "output", "sheet"]
+LIVE_KINDS = ("webcam", "stream", "gstreamer")
+VIDEO_KINDS = ("video",) + LIVE_KINDS
+
+FIELDS = ["file", "face", "status", "error", "box", "yaw", "detector", "output", "sheet", "frame"]
 JOURNAL = "results.journal.jsonl"
 MAX_NAME_BYTES = 150  # output stems are cut to this (+ "_face<k>_sheet.png" stays < 255 bytes)
 EXIT_OK, EXIT_NO_FACE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -53,46 +63,59 @@ def _short(name: str) -> str:
     return name
 
 
-def expand_inputs(items: list[str]) -> tuple[list[tuple[str, str]], list[dict]]:
-    """[(path, output name)] in a stable order, and rows for inputs that match nothing."""
+def _source_name(src: str) -> str:
+    import re
+
+    if src.isdigit():
+        return f"cam{src}"
+    return _short(re.sub(r"[^A-Za-z0-9._-]+", "_", src.split("://", 1)[-1]).strip("_")[:60] or "stream")
+
+
+def expand_inputs(items: list[str]) -> tuple[list[tuple[str, str, str]], list[dict]]:
+    """[(path or source, output name, kind: image | video | webcam | stream | gstreamer)] in a
+    stable order, and rows for inputs that match nothing."""
     found, missing = [], []
     for item in items:
-        if os.path.isdir(item):
+        k = kind(item)
+        if k == "folder":
             hits = []
             for root, dirs, files in os.walk(item):
                 dirs.sort()
                 for f in sorted(files):
                     if os.path.splitext(f)[1].lower() in IMAGE_EXTS:
                         p = os.path.join(root, f)
-                        hits.append((p, os.path.splitext(os.path.relpath(p, item))[0].replace(os.sep, "__")))
+                        hits.append((p, os.path.splitext(os.path.relpath(p, item))[0].replace(os.sep, "__"), "image"))
             if not hits:
                 missing.append(_row(item, status="error", error=f"{item}: folder holds no image files"))
             found += hits
-        elif os.path.exists(item):
-            found.append((item, os.path.splitext(os.path.basename(item))[0]))
-        elif glob.has_magic(item):
+        elif k in ("image", "video"):
+            found.append((item, os.path.splitext(os.path.basename(item))[0], k))
+        elif k in LIVE_KINDS:
+            found.append((item, _source_name(item), k))
+        elif k == "glob":
             hits = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
             if not hits:
                 missing.append(_row(item, status="error", error=f"{item}: no file matches"))
-            found += [(p, os.path.splitext(os.path.basename(p))[0]) for p in hits]
+            found += [(p, os.path.splitext(os.path.basename(p))[0], kind(p)) for p in hits]
         else:
             missing.append(_row(item, status="error", error=f"{item}: no such file"))
     seen, out, used = set(), [], {}
-    for path, name in found:
-        key = os.path.abspath(path)
+    for path, name, k in found:
+        key = path if k in LIVE_KINDS else os.path.abspath(path)
         if key in seen:
             continue
         seen.add(key)
         name = _short(name)
         n = used.get(name, 0) + 1
         used[name] = n
-        out.append((path, name if n == 1 else f"{name}-{n}"))
+        out.append((path, name if n == 1 else f"{name}-{n}", k))
     return out, missing
 
 
-def _row(file, face=None, status="ok", error="", box=None, yaw=None, detector="", output="", sheet="") -> dict:
+def _row(file, face=None, status="ok", error="", box=None, yaw=None, detector="", output="", sheet="",
+         frame=None) -> dict:
     return {"file": file, "face": face, "status": status, "error": error, "box": box, "yaw": yaw,
-            "detector": detector, "output": output, "sheet": sheet}
+            "detector": detector, "output": output, "sheet": sheet, "frame": frame}
 
 
 def make_sheet(rgb: np.ndarray, face, frontal: np.ndarray, height: int = 256) -> np.ndarray:
@@ -106,23 +129,48 @@ def process_file(fr: Frontalizer, path: str, name: str, out_dir: str, sheet: boo
         img = load_image(path)
     except FrontalizeError as e:
         return [_row(path, status="error", error=str(e))]
-    faces, notes = fr.faces(img.rgb, max_faces)
+    return face_rows(fr, img.rgb, img.scale, path, name, out_dir, sheet, max_faces)
+
+
+def face_rows(fr: Frontalizer, rgb, scale, path, name, out_dir, sheet, max_faces, frame=None) -> list[dict]:
+    """Detect, frontalize and write one image's (or frame's) faces; its result rows."""
+    faces, notes = fr.faces(rgb, max_faces)
     if not faces:
         why = "no face found" + (f" ({'; '.join(notes)})" if notes else "")
-        return [_row(path, status="no_face", error=why)]
+        return [_row(path, status="no_face", error=why, frame=frame)]
     frontals = fr.frontalize(faces)
+    stem = name if frame is None else f"{name}_f{frame:06d}"
     rows = []
     for k, (face, frontal) in enumerate(zip(faces, frontals)):
-        out = os.path.join(out_dir, f"{name}_face{k}.png")
+        out = os.path.join(out_dir, f"{stem}_face{k}.png")
         atomic_write_image(out, frontal)
         sheet_path = ""
         if sheet:
-            sheet_path = os.path.join(out_dir, f"{name}_face{k}_sheet.png")
-            atomic_write_image(sheet_path, make_sheet(img.rgb, face, frontal))
-        box = [round(float(v) / img.scale, 1) for v in face.box]  # loaded pixels -> file pixels
+            sheet_path = os.path.join(out_dir, f"{stem}_face{k}_sheet.png")
+            atomic_write_image(sheet_path, make_sheet(rgb, face, frontal))
+        box = [round(float(v) / scale, 1) for v in face.box]  # loaded pixels -> file pixels
         yaw = round(face.yaw, 1) if np.isfinite(face.yaw) else None
-        rows.append(_row(path, k, "ok", "", box, yaw, face.detector, out, sheet_path))
+        rows.append(_row(path, k, "ok", "", box, yaw, face.detector, out, sheet_path, frame))
     return rows
+
+
+def process_video(fr: Frontalizer, src: str, name: str, out_dir: str, sheet: bool, max_faces, stride: int = 1,
+                  max_frames=None, cap=None):
+    """Rows per processed frame (a generator): a video file, a webcam, a stream. A source that
+    cannot be opened gives one error row."""
+    import cv2
+
+    try:
+        cap = cap if cap is not None else open_capture(src)
+    except SourceError as e:
+        yield [_row(src, status="error", error=str(e))]
+        return
+    n = 0
+    for idx, bgr in frames(src, stride, max_frames, cap=cap):
+        n += 1
+        yield face_rows(fr, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 1.0, src, name, out_dir, sheet, max_faces, idx)
+    if n == 0:
+        yield [_row(src, status="error", error=f"{src}: no frame could be read")]
 
 
 def write_results(out_dir: str, rows: list[dict], summary: dict) -> None:
@@ -182,7 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Exit code: 0 when at least one file gave a frontal face, 1 when none did, "
                                        "2 for a model or usage error, 3 for an internal error (a file raised an "
                                        "unexpected exception; it is listed as an error and the batch goes on).")
-    p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("inputs", nargs="*", help="image files, folders (recursive), glob patterns, video files, a webcam "
+                                             "index, a stream URL or a GStreamer pipeline (also --source)")
+    p.add_argument("--source", action="append", default=[], help="an input as above (may be repeated)")
+    p.add_argument("--vid-stride", type=int, default=1, help="video sources: every N-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, help="video sources: at most this many frames each (a webcam or "
+                                                  "stream otherwise runs until it ends or Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="print one JSON line per face to stdout")
+    p.add_argument("--providers", help="ONNX execution providers in order, e.g. tensorrt,cuda,cpu (default: "
+                                       "those of TensorRT, CUDA, CPU this onnxruntime has)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (.onnx, .tflite, .keras; default {DEFAULT_MODEL})")
     p.add_argument("--engine", default="auto", choices=("auto",) + ENGINES, help="default: by file extension")
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
@@ -208,7 +264,11 @@ def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    files, rows = expand_inputs(args.inputs)
+    if not args.inputs and not args.source:
+        build_parser().error("give at least one input (positional or --source)")
+    if args.vid_stride < 1:
+        build_parser().error("--vid-stride must be >= 1")
+    files, rows = expand_inputs(args.inputs + args.source)
     for r in rows:
         print(shown(f"skip: {r['error']}"), file=sys.stderr)
     if not files:
@@ -217,7 +277,7 @@ def _main(argv=None) -> int:
     said: list[str] = []
     try:
         with captured_stderr(said):  # the engines' load chatter (LiteRT INFO lines, oneDNN notes)
-            fr = Frontalizer(args.model, args.engine, args.threads, args.detector)
+            fr = Frontalizer(args.model, args.engine, args.threads, args.detector, providers=args.providers).load()
     except ModelError as e:
         print(shown(f"error: {e}"), file=sys.stderr)
         return EXIT_USAGE
@@ -234,37 +294,76 @@ def _main(argv=None) -> int:
     import signal
 
     old_term = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
-    summary = {"model": args.model, "engine": fr.engine.name, "providers": fr.engine.providers,
+    summary = {"model": str(args.model), "engine": fr.engine.name, "providers": fr.engine.providers,
                "detector": args.detector, "files": len(files) + len(rows)}
-    bar = tqdm(files, desc="frontalize", unit="img", file=sys.stderr)
+    caps, total = {}, 0
+    for path, _, k in files:  # videos are opened up front: their frame counts size the progress bar
+        if k == "video" and path not in done:
+            try:
+                caps[path] = open_capture(path)
+                n = frame_count(caps[path]) or 1
+                total += min(-(-n // args.vid_stride), args.max_frames or n)
+            except SourceError:
+                total += 1
+        elif k in LIVE_KINDS:
+            total = None if total is None or not args.max_frames else total + args.max_frames
+        elif total is not None:
+            total += 1
+    bar = tqdm(total=total, desc="frontalize", unit="img", file=sys.stderr, delay=1.0)
     internal = 0
+
+    def report(got):
+        for r in got:
+            if r["status"] != "ok":
+                tqdm.write(shown(f"skip: {r['error'] if r['error'].startswith(r['file']) else r['file'] + ': ' + r['error']}"),
+                           file=sys.stderr)
+            elif args.json:
+                line = {k: r[k] for k in ("file", "frame", "face", "box", "yaw", "detector", "output", "sheet")}
+                print(json.dumps(line, ensure_ascii=True), flush=True)
+        rows.extend(got)
+        journal_append(journal, got)
+        bar.update(1)
+        bar.set_postfix(faces=sum(r["status"] == "ok" for r in rows), refresh=False)
+
+    def guarded(path, work):
+        nonlocal internal
+        try:
+            return work()
+        except FrontalizeError as e:  # e.g. a model that fails on this input
+            return [_row(path, status="error", error=str(e))]
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as e:  # a bug: reported, counted, and the batch goes on
+            internal += 1
+            return [_row(path, status="error", error=f"internal error ({type(e).__name__}: "
+                                                      f"{(str(e).strip().splitlines() or [''])[-1][:200]})")]
+
     try:
-        for path, name in bar:
+        for path, name, k in files:
             if path in done:
                 rows += done[path]
+                bar.update(1)
                 continue
-            try:
-                got = process_file(fr, path, name, args.out, args.sheet, args.max_faces)
-            except FrontalizeError as e:  # e.g. a model that fails on this input
-                got = [_row(path, status="error", error=str(e))]
-            except (KeyboardInterrupt, MemoryError):
-                raise
-            except Exception as e:  # a bug: reported, counted, and the batch goes on
-                internal += 1
-                got = [_row(path, status="error", error=f"internal error ({type(e).__name__}: "
-                                                          f"{(str(e).strip().splitlines() or [''])[-1][:200]})")]
-            for r in got:
-                if r["status"] != "ok":
-                    tqdm.write(shown(f"skip: {r['error'] if r['error'].startswith(path) else path + ': ' + r['error']}"),
-                               file=sys.stderr)
-            rows += got
-            journal_append(journal, got)
+            if k in VIDEO_KINDS:
+                frames_rows = process_video(fr, path, name, args.out, args.sheet, args.max_faces, args.vid_stride,
+                                            args.max_frames, caps.pop(path, None))
+                while True:
+                    got = guarded(path, lambda: next(frames_rows, None))
+                    if got is None:
+                        break
+                    report(got)
+                    if got and got[0]["status"] == "error" and got[0]["frame"] is None:
+                        break  # the source itself failed (or an internal error): no more frames
+            else:
+                report(guarded(path, lambda: process_file(fr, path, name, args.out, args.sheet, args.max_faces)))
             release_memory()
-            bar.set_postfix(faces=sum(r["status"] == "ok" for r in rows))
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, _Terminated) else "interrupted"
         print(f"{what}: results so far are saved; rerun with --resume to continue", file=sys.stderr)
     finally:
+        bar.close()
+        for cap in caps.values():
+            cap.release()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
         ok_files = {r["file"] for r in rows if r["status"] == "ok"}

@@ -93,6 +93,14 @@ def validate_meta(meta, path: str) -> dict:
     return meta
 
 
+def meta_from_session(sess, model_path: str) -> dict:
+    """The metadata of an open onnxruntime session (its ``metadata_props``), validated."""
+    props = sess.get_modelmeta().custom_metadata_map
+    if META_KEY not in props:
+        raise ModelError(f"{model_path}: no '{META_KEY}' metadata (not exported by `python -m export`)")
+    return validate_meta(json.loads(props[META_KEY]), model_path)
+
+
 def read_meta(model_path: str) -> dict:
     """Metadata of a .onnx (metadata_props) or .tflite/.keras (sidecar JSON) file, validated."""
     _regular(model_path, "model file")
@@ -103,10 +111,7 @@ def read_meta(model_path: str) -> dict:
             sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise ModelError(f"{model_path}: not a valid ONNX model ({str(e).splitlines()[0][:200]})") from None
-        props = sess.get_modelmeta().custom_metadata_map
-        if META_KEY not in props:
-            raise ModelError(f"{model_path}: no '{META_KEY}' metadata (not exported by `python -m export`)")
-        return validate_meta(json.loads(props[META_KEY]), model_path)
+        return meta_from_session(sess, model_path)
     side = sidecar_path(model_path)
     if not os.path.exists(side):
         raise ModelError(f"{model_path}: metadata sidecar {os.path.basename(side)} is missing")

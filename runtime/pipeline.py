@@ -5,6 +5,10 @@ model sees faces framed the way its training crops were.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
 
@@ -28,15 +32,160 @@ def analyzer_for(engine: Engine, detector: str = "auto", threads: int = 2, **kw)
     return FaceAnalyzer(detector=detector, crop_size=int(m.get("input_size", 128)), threads=threads, **kw)
 
 
+@dataclass
+class FaceResult:
+    """One face of one image: the model's frontal view and where it came from.
+
+    ``frontal``, ``crop``: RGB uint8 (the model's size, 128 px by default). ``box``: [x0, y0, x1, y1]
+    of the crop square in the input's pixels (may extend past the image). ``yaw``: degrees, positive
+    = nose towards the image's right (NaN when unknown). ``detector``: the detectors that found it
+    ("track" in a video between detections). ``score``: the pose network's face score, 0..1.
+    ``index``: 0 for the largest face. ``frame``: the frame index for video sources."""
+
+    frontal: np.ndarray = field(repr=False)
+    crop: np.ndarray = field(repr=False)
+    box: np.ndarray
+    yaw: float
+    detector: str
+    score: float
+    index: int = 0
+    frame: int | None = None
+    source: str = ""
+    image: np.ndarray | None = field(default=None, repr=False)  # the input (RGB), for sheet()
+    face: Face | None = field(default=None, repr=False)  # the analyzer's Face (landmarks, square)
+
+    def save(self, path, what: str = "frontal") -> str:
+        """Write the frontal face (``what="crop"``: the crop, ``"sheet"``: the sheet) to ``path``
+        (format by extension, written atomically). Returns the path."""
+        from .image_io import atomic_write_image
+
+        img = {"frontal": self.frontal, "crop": self.crop}.get(what)
+        if img is None:
+            if what != "sheet":
+                raise ValueError("what must be frontal, crop or sheet")
+            img = self.sheet()
+        atomic_write_image(os.fspath(path), img)
+        return os.fspath(path)
+
+    def sheet(self, height: int = 256) -> np.ndarray:
+        """input (with the crop square) | crop | frontal, side by side, RGB uint8 ``height`` px high."""
+        if self.image is None or self.face is None:
+            return side_by_side([self.crop, self.frontal], height)
+        shown = self.image.copy()
+        draw_face(shown, self.face)
+        return side_by_side([shown, self.crop, self.frontal], height)
+
+    def as_dict(self) -> dict:
+        """JSON-ready fields (no pixels)."""
+        return {"source": self.source, "frame": self.frame, "face": self.index,
+                "box": [round(float(v), 1) for v in self.box],
+                "yaw": round(float(self.yaw), 1) if np.isfinite(self.yaw) else None,
+                "detector": self.detector, "score": round(float(self.score), 3)}
+
+
+@dataclass
+class FrameResult:
+    """One frame of ``Frontalizer.video``: its index, the frame (RGB) and its faces."""
+
+    index: int
+    image: np.ndarray = field(repr=False)
+    faces: list[FaceResult]
+
+
+def to_rgb(image, bgr: bool = False) -> tuple[np.ndarray, float, str]:
+    """(RGB uint8 array, loaded pixels per file pixel, name) from a path, an array or a PIL image.
+    Arrays are RGB unless ``bgr=True``; gray (HxW or HxWx1) is expanded, an alpha channel dropped."""
+    if isinstance(image, (str, os.PathLike)):
+        from .image_io import load_image
+
+        img = load_image(image)
+        return img.rgb, img.scale, os.fspath(image)
+    if not isinstance(image, np.ndarray) and hasattr(image, "convert") and hasattr(image, "mode"):  # PIL
+        return np.asarray(image.convert("RGB")), 1.0, getattr(image, "filename", "") or "<PIL image>"
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        if a.dtype.kind == "f" and a.size and float(np.nanmax(a)) <= 1.0:
+            a = a * 255.0
+        a = np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 2:
+        return cv2.cvtColor(a, cv2.COLOR_GRAY2RGB), 1.0, "<array>"
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {a.shape}")
+    a = a[:, :, :3]
+    if bgr:
+        a = a[:, :, ::-1]
+    return np.ascontiguousarray(a), 1.0, "<array>"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The engines' load chatter (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate") kept
+    off the caller's stderr; error lines still pass."""
+    from .image_io import captured_stderr, keep_errors
+
+    said: list[str] = []
+    try:
+        with captured_stderr(said):
+            yield
+    finally:
+        keep_errors(said)
+
+
 class Frontalizer:
-    """A model plus a face analyzer framed for it."""
+    """Faces in, frontal faces out::
 
-    def __init__(self, model: str | Engine = DEFAULT_MODEL, engine: str = "auto", threads: int = 2,
-                 detector: str = "auto"):
-        self.engine = model if isinstance(model, Engine) else load_engine(model, engine, threads)
-        self.analyzer = analyzer_for(self.engine, detector, threads)
+        from runtime import Frontalizer
+        fr = Frontalizer()                 # the bundled model; nothing is loaded yet
+        faces = fr("photo.jpg")            # a path, an RGB array (bgr=True for OpenCV's) or a PIL image
+        faces[0].save("front.png"); faces[0].sheet()
+        fr.batch(["a.jpg", "b.jpg"])       # a list of results per image, one model call
+        for frame in fr.video("clip.mp4", vid_stride=2): frame.faces
 
+    ``model``: a file (.onnx, .tflite, .keras) or the name of a bundled one (default
+    ``frontalizer.onnx``). ``providers``: ONNX execution providers (``"cuda,cpu"``; see
+    ``runtime.engines.provider_names``). The model and detectors load on first use (or ``load()``),
+    each file once.
+    """
+
+    def __init__(self, model: str | os.PathLike | Engine | None = None, engine: str = "auto", threads: int = 2,
+                 detector: str = "auto", providers=None, max_faces: int | None = None):
+        self.model = DEFAULT_MODEL if model is None else model
+        self.engine_kind, self.threads, self.detector, self.providers = engine, threads, detector, providers
+        self.max_faces = max_faces
+        self._engine = model if isinstance(model, Engine) else None
+        self._analyzer = None
+
+    # -- lazy loading --
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            kw = {"providers": self.providers} if self.providers is not None else {}
+            with _quiet():
+                self._engine = load_engine(os.fspath(self.model), self.engine_kind, self.threads, **kw)
+        return self._engine
+
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        if self._analyzer is None:
+            engine = self.engine
+            with _quiet():
+                self._analyzer = analyzer_for(engine, self.detector, self.threads)
+        return self._analyzer
+
+    def load(self) -> "Frontalizer":
+        """Load the model and the detectors now (ModelError if one cannot be loaded)."""
+        self.analyzer  # noqa: B018  (loads the engine too)
+        return self
+
+    def __repr__(self) -> str:
+        state = repr(self._engine) if self._engine is not None else "not loaded"
+        return f"Frontalizer({os.fspath(self.model) if not isinstance(self.model, Engine) else self.model.path!s}, {state})"
+
+    # -- the two stages, as the CLI and camera loop use them --
     def faces(self, rgb: np.ndarray, max_faces: int | None = None) -> tuple[list[Face], list[str]]:
+        """Faces (largest first) in an RGB uint8 image, and notes about candidates dropped."""
         return self.analyzer.analyze(rgb, max_faces)
 
     def frontalize(self, faces: list[Face]) -> list[np.ndarray]:
@@ -45,6 +194,45 @@ class Frontalizer:
             return []
         crops = np.stack([f.crop for f in faces])
         return list(self.engine.run(crops, yaw=[f.yaw for f in faces]))
+
+    # -- the public API --
+    def _results(self, rgb, scale, name, faces, frontals, frame=None) -> list[FaceResult]:
+        out = []
+        for k, (f, fr) in enumerate(zip(faces, frontals)):
+            out.append(FaceResult(fr, f.crop, np.asarray(f.box, float) / scale, float(f.yaw), f.detector,
+                                  float(f.score), k, frame, name, rgb, f))
+        return out
+
+    def __call__(self, image, bgr: bool = False, max_faces: int | None = None) -> list[FaceResult]:
+        """Every face of one image (largest first) as a ``FaceResult``; [] when there is none.
+        ``image``: a path, an RGB uint8 array (``bgr=True`` for OpenCV's BGR order) or a PIL image.
+        A box is in the file's pixels (a path's image is reduced when its long side exceeds 4096)."""
+        rgb, scale, name = to_rgb(image, bgr)
+        faces, _ = self.faces(rgb, max_faces or self.max_faces)
+        return self._results(rgb, scale, name, faces, self.frontalize(faces))
+
+    def batch(self, images, bgr: bool = False, max_faces: int | None = None) -> list[list[FaceResult]]:
+        """``__call__`` over a list of images, the faces of all of them in one model call."""
+        loaded = [to_rgb(im, bgr) for im in images]
+        found = [self.faces(rgb, max_faces or self.max_faces)[0] for rgb, _, _ in loaded]
+        frontals = self.frontalize([f for fs in found for f in fs])
+        out, i = [], 0
+        for (rgb, scale, name), fs in zip(loaded, found):
+            out.append(self._results(rgb, scale, name, fs, frontals[i:i + len(fs)]))
+            i += len(fs)
+        return out
+
+    def video(self, source, vid_stride: int = 1, max_frames: int | None = None,
+              max_faces: int | None = None):
+        """A generator of ``FrameResult`` over a video file, a webcam index (``0``), a stream URL or
+        a GStreamer pipeline (see ``runtime.sources``): frames in order, every ``vid_stride``-th."""
+        from .sources import frames
+
+        name = str(source)
+        for idx, bgr in frames(source, vid_stride, max_frames):
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            faces, _ = self.faces(rgb, max_faces or self.max_faces)
+            yield FrameResult(idx, rgb, self._results(rgb, 1.0, name, faces, self.frontalize(faces), idx))
 
 
 def draw_face(img: np.ndarray, face: Face, color=(0, 255, 0), landmarks: bool = True) -> None:

@@ -223,3 +223,51 @@ def test_a_crash_outside_the_file_loop_exits_3_in_one_line(tiny, tmp_path, capsy
     err = [l for l in capsys.readouterr().err.replace("\r", "\n").splitlines() if l.startswith("error:")]
     assert rc == 3 and err == ["error: internal error (RuntimeError: disk on fire)"]
     assert (tmp_path / frontalize.JOURNAL).exists()  # what was done is still on disk for --resume
+
+
+# --- sources (issue 11): video files, folders, globs, streams; --json lines ------------------
+
+def test_video_source_gives_per_frame_rows_and_json_lines(tiny, tmp_path, capsys):
+    from model_fixtures import make_face_video
+
+    video = make_face_video(str(tmp_path / "clip.mp4"), 10)
+    out = tmp_path / "out"
+    rc = frontalize.main(["--source", video, SAMPLE, "--vid-stride", "4", "--json", "--model", tiny["edge"]["onnx"],
+                          "--out", str(out), "--threads", "1"])
+    cap = capsys.readouterr()
+    assert rc == 0
+    lines = [json.loads(l) for l in cap.out.splitlines()]
+    assert [(l["file"], l["frame"]) for l in lines] == [(SAMPLE, None), (video, 0), (video, 4), (video, 8)]
+    assert all(l["face"] == 0 and len(l["box"]) == 4 and os.path.exists(l["output"]) for l in lines)
+    assert os.path.basename(lines[2]["output"]) == "clip_f000004_face0.png"
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["frame"] for r in rows] == ["", "0", "4", "8"] and all(r["status"] == "ok" for r in rows)
+    rc = frontalize.main([video, "--max-frames", "2", "--model", tiny["edge"]["onnx"], "--out", str(tmp_path / "o2")])
+    assert rc == 0
+    with open(tmp_path / "o2" / "results.json") as f:
+        assert [r["frame"] for r in json.load(f)["results"]] == [0, 1]
+
+
+def test_folder_and_glob_sources(tiny, tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(SAMPLE, d / "a.jpg")
+    shutil.copy(SAMPLE, tmp_path / "g1.jpg")
+    shutil.copy(SAMPLE, tmp_path / "g2.jpg")
+    rc = frontalize.main([str(d), "--source", str(tmp_path / "g*.jpg"), "--json", "--model", tiny["edge"]["onnx"],
+                          "--out", str(tmp_path / "out")])
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert rc == 0 and [os.path.basename(l["file"]) for l in lines] == ["a.jpg", "g1.jpg", "g2.jpg"]
+
+
+@pytest.mark.parametrize("source, expect", [("rtsp://127.0.0.1:9/none", "rtsp://127.0.0.1:9/none: cannot open"),
+                                            ("http://127.0.0.1:9/stream.mjpg", "http://127.0.0.1:9/stream.mjpg: cannot open"),
+                                            ("9", "camera 9: cannot open")])
+def test_a_source_that_cannot_be_opened_is_one_clear_line(tiny, tmp_path, capsys, source, expect):
+    rc = frontalize.main(["--source", source, "--model", tiny["edge"]["onnx"], "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert any(l.startswith("skip: ") and expect in l for l in lines), err
+    assert "Traceback" not in err and not any("@ 0x" in l for l in lines), err  # no FFmpeg chatter
