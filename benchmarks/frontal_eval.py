@@ -167,7 +167,11 @@ def main(argv=None) -> int:
     from runtime.pipeline import Frontalizer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="the generator under test (.onnx/.tflite/.keras)")
+    ap.add_argument("--model", action="append", required=True,
+                    help="NAME=PATH (or PATH: named by its file) of a generator under test; repeat for more")
+    ap.add_argument("--cache", default="artifacts/frontal_eval_cache.pkl",
+                    help="embeddings and output checks of what does not depend on the models (raw, mirror, "
+                         "old, TP-GAN, targets), reused by the next run")
     ap.add_argument("--old", help="checkout of main 19ac9cd for the 'old' column")
     ap.add_argument("--data", default=DEFAULT_DATA_ROOT)
     ap.add_argument("--sets", default="multipie30,cfp400,multipie137")
@@ -181,7 +185,16 @@ def main(argv=None) -> int:
     items = probes(a.data, sets)
     if a.limit:
         items = [it for s in sets for it in [x for x in items if x["set"] == s][:a.limit]]
-    fr = Frontalizer(a.model, threads=2)
+    models = dict(m.split("=", 1) if "=" in m else (os.path.splitext(os.path.basename(m))[0], m) for m in a.model)
+    frs = {n: Frontalizer(p, threads=2) for n, p in models.items()}
+    fr = next(iter(frs.values()))  # the crop pipeline (the same for every model: canonical-eye-mouth)
+    import pickle
+
+    cache = {"emb": {}, "check": {}, "old": {}}
+    if a.cache and os.path.exists(a.cache):
+        with open(a.cache, "rb") as f:
+            cache = pickle.load(f)
+    fixed = ("raw", "mirror", "old", "tpgan", "target")
     judge_names = []
     for n in a.judges.split(","):
         try:
@@ -200,9 +213,13 @@ def main(argv=None) -> int:
         if face is None:
             continue
         it["yaw_est"] = float(face.yaw)
-        crops[it["path"]] = (face.crop, fr.frontalize([face])[0])
+        crops[it["path"]] = (face.crop, {n: f.frontalize([face])[0] for n, f in frs.items()})
         ok.append(it)
-    old = run_old(a.old, [it["path"] for it in ok if it["set"] != "multipie137"]) if a.old else {}
+    old = {}
+    if a.old:
+        todo = [it["path"] for it in ok if it["set"] != "multipie137" and it["path"] not in cache["old"]]
+        cache["old"].update(run_old(a.old, todo) if todo else {})
+        old = cache["old"]
 
     # 2. targets
     def crop_of(path):
@@ -212,29 +229,35 @@ def main(argv=None) -> int:
     target_emb = {}  # (set, id or path) -> {judge: vector}
     for it in tqdm(ok, desc="targets", unit="img", mininterval=15):
         if it["set"] == "multipie30" and it["target"] not in target_emb:
-            c = crop_of(it["target"])
-            target_emb[it["target"]] = None if c is None else {k: v[0] for k, v in judges([c]).items()}
-            crops[("target", it["target"])] = c
+            key = ("target", it["target"])
+            if key not in cache["emb"]:
+                c = crop_of(it["target"])
+                cache["emb"][key] = (c, None if c is None else {k: v[0] for k, v in judges([c]).items()})
+            crops[key], target_emb[it["target"]] = cache["emb"][key]
     for s in ("cfp400",):
         for pid in sorted({it["id"] for it in ok if it["set"] == s}):
-            d = os.path.join(a.data, "cfp400", "Data", "Images", pid, "frontal")
-            cs = [c for c in (crop_of(os.path.join(d, f)) for f in sorted(os.listdir(d))) if c is not None]
-            crops[("target", s, pid)] = cs[0] if cs else None
-            e = judges(cs)
-            target_emb[(s, pid)] = {k: v.mean(0) / np.linalg.norm(v.mean(0)) for k, v in e.items()}
+            key = ("target", s, pid)
+            if key not in cache["emb"]:
+                d = os.path.join(a.data, "cfp400", "Data", "Images", pid, "frontal")
+                cs = [c for c in (crop_of(os.path.join(d, f)) for f in sorted(os.listdir(d))) if c is not None]
+                e = judges(cs)
+                cache["emb"][key] = (cs[0] if cs else None,
+                                     {k: v.mean(0) / np.linalg.norm(v.mean(0)) for k, v in e.items()})
+            crops[key], target_emb[(s, pid)] = cache["emb"][key]
     mp137_views = defaultdict(list)
     for it in ok:
         if it["set"] == "multipie137" and it["yaw"] <= 30:
             mp137_views[it["id"]].append(it["path"])
 
     # 3. every method's images and embeddings
-    methods = ["raw", "mirror"] + (["old"] if a.old else []) + ["new"]
+    methods = ["raw", "mirror"] + (["old"] if a.old else []) + list(models)
     imgs = {m: {} for m in methods + ["tpgan"]}
     for it in ok:
-        c, g = crops[it["path"]]
+        c, gs = crops[it["path"]]
         imgs["raw"][it["path"]] = c
         imgs["mirror"][it["path"]] = np.ascontiguousarray(c[:, ::-1])
-        imgs["new"][it["path"]] = g
+        for n, g in gs.items():
+            imgs[n][it["path"]] = g
         if a.old and it["path"] in old:
             imgs["old"][it["path"]] = old[it["path"]]
         if it["set"] == "multipie137":
@@ -242,16 +265,21 @@ def main(argv=None) -> int:
             imgs["tpgan"][it["path"]] = cv2.resize(t, (128, 128), interpolation=cv2.INTER_AREA) if t.shape[0] != 128 else t
     emb = {}
     for m, d in imgs.items():
-        keys = list(d)
+        keys = [k for k in d if not (m in fixed and (m, k) in cache["emb"])]
         for i in tqdm(range(0, len(keys), 64), desc=f"judge {m}", mininterval=30):
             e = judges([d[k] for k in keys[i:i + 64]])
             for j, k in enumerate(keys[i:i + 64]):
                 emb[(m, k)] = {n: v[j] for n, v in e.items()}
+                if m in fixed:
+                    cache["emb"][(m, k)] = emb[(m, k)]
+        for k in d:
+            if (m, k) not in emb:
+                emb[(m, k)] = cache["emb"][(m, k)]
     raw_by_path = {it["path"]: emb[("raw", it["path"])] for it in ok}
     analyzer = fr.analyzer
 
     # 4. per-method, per-bucket figures
-    report = {"model": a.model, "judges": judge_names, "sets": {}}
+    report = {"models": models, "judges": judge_names, "sets": {}}
     for s in sets:
         its = [it for it in items if it["set"] == s]
         ids = sorted({it["id"] for it in its})
@@ -276,7 +304,14 @@ def main(argv=None) -> int:
             per = defaultdict(lambda: defaultdict(list))
             outs = [(it, imgs[m].get(it["path"])) for it in its if it.get("found")]
             # the crop pipeline on the outputs (the inputs themselves: raw / mirror, as the reference)
-            found, frontal = check_outputs(analyzer, [o for _, o in outs if o is not None])
+            todo = [(it, o) for it, o in outs if o is not None and not (m in fixed and (m, it["path"]) in cache["check"])]
+            for (it, _), f_, q_ in zip(todo, *check_outputs(analyzer, [o for _, o in todo])):
+                cache["check"][(m, it["path"])] = (f_, q_)
+            found = [cache["check"][(m, it["path"])][0] for it, o in outs if o is not None]
+            frontal = [cache["check"][(m, it["path"])][1] for it, o in outs if o is not None]
+            if m not in fixed:
+                for it, o in outs:
+                    cache["check"].pop((m, it["path"]), None)
             k = 0
             for it, o in outs:
                 b = per[min(BUCKETS, key=lambda x: abs(x - abs(it["yaw"])))]
@@ -313,6 +348,9 @@ def main(argv=None) -> int:
                                   for key, v in d.items()} for bk, d in sorted(per.items())}
         miss = sum(1 for it in its if not it.get("found"))
         report["sets"][s] = {"probes": len(its), "no_face_in_input": miss, "table": table}
+    if a.cache:
+        os.makedirs(os.path.dirname(a.cache) or ".", exist_ok=True)
+        atomic_write_bytes(a.cache, pickle.dumps(cache))
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     atomic_write_bytes(a.out + ".json", json.dumps(report, indent=1).encode())
     atomic_write_bytes(a.out + ".md", markdown(report).encode())
@@ -326,26 +364,26 @@ def main(argv=None) -> int:
             if it:
                 rows.append([imgs[m].get(it["path"]) for m in methods] + [crops.get(("target", it["target"]))])
     if rows:
-        sheet(rows, ["input", "mirror"] + (["old"] if a.old else []) + ["new", "frontal"], a.out + "_multipie30.png")
+        sheet(rows, ["input", "mirror"] + methods[2:] + ["frontal"], a.out + "_multipie30.png")
     rows = []
     for pid in sorted({x["id"] for x in ok if x["set"] == "multipie137"})[:6]:
         for y in (30, 60, 90):
             it = next((x for x in ok if x["set"] == "multipie137" and x["id"] == pid and x["yaw"] == y), None)
             if it:
-                rows.append([imgs["raw"][it["path"]], imgs["new"][it["path"]], imgs["tpgan"][it["path"]]])
+                rows.append([imgs["raw"][it["path"]]] + [imgs[n][it["path"]] for n in models] + [imgs["tpgan"][it["path"]]])
     if rows:
-        sheet(rows, ["input", "new", "TP-GAN"], a.out + "_multipie137.png")
+        sheet(rows, ["input"] + list(models) + ["TP-GAN"], a.out + "_multipie137.png")
     rows = []
     for pid in sorted({x["id"] for x in ok if x["set"] == "cfp400"})[:12]:
         it = next(x for x in ok if x["set"] == "cfp400" and x["id"] == pid)
         rows.append([imgs[m].get(it["path"]) for m in methods] + [crops.get(("target", "cfp400", pid))])
     if rows:
-        sheet(rows, ["input", "mirror"] + (["old"] if a.old else []) + ["new", "a frontal"], a.out + "_cfp400.png")
+        sheet(rows, ["input", "mirror"] + methods[2:] + ["a frontal"], a.out + "_cfp400.png")
     return 0
 
 
 def markdown(report: dict) -> str:
-    out = [f"# Frontalization through the user's path: {report['model']}", "",
+    out = ["# Frontalization through the user's path: " + ", ".join(f"{n} = {p}" for n, p in report["models"].items()), "",
            "Held-out people only; detect -> canonical crop -> generator. Distances: judge embeddings "
            "(unit vectors) to the person's frontal; rank-1 among the set's people; found / frontal10: "
            "% of outputs where the crop pipeline finds a face / reads |yaw| <= 10.", ""]
