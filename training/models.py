@@ -453,9 +453,11 @@ def geo_generator(width: float = 1.0, depth=None, name: str = "geo_generator") -
             # sources turned into salt-and-pepper speckle within 250 steps (runs geo2-geo5).
             dlogits = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="dlogits")(h)
             dlogits = layers.UpSampling2D(4, interpolation="bilinear", name="dlogits_up")(dlogits)
-    h = layers.UpSampling2D(2, interpolation="bilinear")(h)  # 128
-    h = _ds_block(h, 24, name="u128")
-    generated = layers.Conv2D(3, 3, padding="same", activation="tanh", name="generated")(h)
+    # The generated image at 64x64, upsampled, from a zero kernel (mid-grey at the start): a 128 px
+    # head from random weights fed speckle into the blend (runs geo2-geo6).
+    generated = layers.Conv2D(3, 3, padding="same", activation="tanh", kernel_initializer="zeros",
+                              name="generated")(h)
+    generated = layers.UpSampling2D(2, interpolation="bilinear", name="generated_up")(generated)
     flow = layers.Add(name="flow")([geo_flow, dflow])
     logits = layers.Add(name="logits")([geo_logits, dlogits])
     out = WarpBlend(dtype="float32", name="frontal_blend")([x, flow, logits, generated])
