@@ -102,7 +102,7 @@ export: setup
 	done
 
 # Held-out evaluation of a generator (default: the shipped edge model) -> artifacts/eval/
-EVAL_MODEL ?= models/edge_generator.keras
+EVAL_MODEL ?= runs/$(PROFILE)/edge/generator.keras
 eval: manifest $(HUMAN_MODELS)
 	$(PY) -m training.evaluate --model $(EVAL_MODEL) --manifest $(MANIFEST) --split test --out artifacts/eval/$$(basename $(EVAL_MODEL) .keras)
 
