@@ -1,6 +1,8 @@
 """Benchmark fixtures: the exported models (cached in ``artifacts/bench_models/``) and a video.
 
-Edge generator source: the shipped ``models/edge_generator.keras`` if present, else a freshly built (untrained) ``edge_generator()``:
+Geo generator (shipped, ``runtime/assets/frontalizer.onnx``): its Keras file from ``runs/geo7_last`` when
+present, else a freshly built ``geo_generator()``. Previous edge generator: ``models/edge_generator.keras``
+if present, else a freshly built (untrained) ``edge_generator()``:
 speed does not depend on the weights, but int8 calibration ranges do, so the report says
 which one was used. The original: the seed's VGGFace pix2pix U-Net generator
 (``vgg_unet("transpose", weights=None)``), saved once and exported the same way.
@@ -21,7 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.append(os.path.join(ROOT, "tests"))  # model_fixtures (shared with the tests)
 CACHE = os.path.join(ROOT, "artifacts", "bench_models")
-EDGE_SOURCES = [os.path.join(ROOT, "models", "edge_generator.keras")]
+EDGE_SOURCES = [os.path.join(ROOT, "models", "edge_generator.keras")]  # gone since the geo model shipped
+# The shipped geo generator's Keras file when this checkout trained it (runs/ is not in git), else
+# the same architecture untrained: speed does not depend on the weights.
+GEO_SOURCES = [os.path.join(ROOT, "runs", "geo7_last", "generator.keras")]
+GEO_FORMATS = ["onnx", "tflite-fp32", "tflite-int8"]
 EDGE_FORMATS = ["onnx", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
 VGG_FORMATS = ["onnx", "tflite-fp32"]
 DATA = os.path.join(os.environ.get("FRONTALIZE_DATA", os.path.join(ROOT, "..", "shared", "data")), "multipie30")
@@ -95,6 +101,17 @@ def edge_models() -> dict:
 
         src = _fresh_keras("edge_generator_untrained", edge_generator, "edge")
     out = _export_cached(src, EDGE_FORMATS, os.path.join(CACHE, "edge"), calibration_crops)
+    return {**out, "source": os.path.relpath(src, ROOT)}
+
+
+@pytest.fixture(scope="session")
+def geo_models() -> dict:
+    src = next((p for p in GEO_SOURCES if os.path.exists(p)), None)
+    if src is None:
+        from training.models import geo_generator
+
+        src = _fresh_keras("geo_generator_untrained", geo_generator, "geo")
+    out = _export_cached(src, GEO_FORMATS, os.path.join(CACHE, "geo"), calibration_crops)
     return {**out, "source": os.path.relpath(src, ROOT)}
 
 

@@ -25,28 +25,37 @@ CASES = [  # (id, which model set, format key, engine)
     # The static batch-1 twins (what a phone or the camera loop runs: XNNPACK plans a fixed shape).
     ("edge-tflite-fp32-b1", "edge", "tflite-fp32-b1", "tflite"),
     ("edge-tflite-int8-b1", "edge", "tflite-int8-b1", "tflite"),
+    # the shipped geo generator (a second input: the yaw, 45° here)
+    ("geo-keras", "geo", "keras", "keras"),
+    ("geo-onnx", "geo", "onnx", "onnx"),
+    ("geo-tflite-fp32-b1", "geo", "tflite-fp32-b1", "tflite"),
+    ("geo-tflite-int8", "geo", "tflite-int8", "tflite"),
+    ("geo-tflite-int8-b1", "geo", "tflite-int8-b1", "tflite"),
 ]
+FIXTURES = {"vgg": "vgg_models", "edge": "edge_models", "geo": "geo_models"}
+MODEL_NAMES = {"vgg": "vgg_unet (original)", "edge": "edge_generator", "geo": "geo_generator (shipped)"}
 
 
 @pytest.mark.parametrize("case,which,fmt,engine", CASES, ids=[c[0] for c in CASES])
 def test_generator(benchmark, request, face_crop, case, which, fmt, engine):
     from runtime.engines import load_engine
 
-    models = request.getfixturevalue("vgg_models" if which == "vgg" else "edge_models")
+    models = request.getfixturevalue(FIXTURES[which])
     path = models["paths"][fmt]
     eng = load_engine(path, engine, THREADS)
+    yaw = [45.0] if eng.needs_yaw else None
     for _ in range(3):  # warm-up: graph tracing, allocations
-        eng.run(face_crop)
+        eng.run(face_crop, yaw=yaw)
     benchmark.group = "generator (1 image, batch 1)"
     benchmark.extra_info.update({
-        "case": case, "model": "vgg_unet (original)" if which == "vgg" else "edge_generator", "format": fmt,
+        "case": case, "model": MODEL_NAMES[which], "format": fmt,
         "engine": engine, "providers": eng.providers, "threads": THREADS, "path": os.path.relpath(path),
         "size_mb": os.path.getsize(path) / 2**20, "source": models["source"],
         "calibration": models.get("calibration", ""), "original": case == "vgg_unet-keras",
         **machine_load(), **peak_memory(path, engine, THREADS)})
     rounds = 10 if which == "vgg" else 100
     cpu0 = time.process_time()
-    out = benchmark.pedantic(eng.run, (face_crop,), rounds=rounds, iterations=1)
+    out = benchmark.pedantic(eng.run, (face_crop, yaw), rounds=rounds, iterations=1)
     # CPU ms per image over all threads of this process: robust to other load on the machine.
     benchmark.extra_info["cpu_ms_per_image"] = (time.process_time() - cpu0) * 1e3 / rounds
     assert out.shape == (128, 128, 3)

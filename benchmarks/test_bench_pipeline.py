@@ -1,7 +1,7 @@
 """The whole headless camera pipeline per frame on a 640x480 video with one face.
 
 One round = one frame through ``runtime.camera.process_frame`` (detect every N frames or
-optical-flow tracking, 68 landmarks, crop, edge generator, drawing) plus the mp4v write of the
+optical-flow tracking, pose network, canonical crop, the shipped geo generator, drawing) plus the mp4v write of the
 annotated frame and video decoding of the next one, exactly as ``--headless`` does. The video
 rewinds at its end. Report: median ms and the sustained FPS (1000 / mean ms: detection frames
 are slower than tracked ones, so the mean is the honest rate).
@@ -19,13 +19,13 @@ CASES = [("onnx", 5), ("tflite-fp32", 5), ("onnx", 1)]
 
 
 @pytest.mark.parametrize("fmt,detect_every", CASES, ids=[f"{f}-detect-every-{n}" for f, n in CASES])
-def test_camera_pipeline(benchmark, edge_models, face_video, tmp_path, fmt, detect_every):
+def test_camera_pipeline(benchmark, geo_models, face_video, tmp_path, fmt, detect_every):
     from runtime import camera
     from runtime.engines import load_engine
     from runtime.pipeline import analyzer_for
 
-    eng = load_engine(edge_models["paths"][fmt], "auto", 2)
-    tracker = camera.FaceTracker(analyzer_for(eng, "hog", 2), detect_every)
+    eng = load_engine(geo_models["paths"][fmt], "auto", 2)
+    tracker = camera.FaceTracker(analyzer_for(eng, "fast", 2), detect_every)
     cap = cv2.VideoCapture(face_video)
     writer = [None]
     stats = {"faces": 0, "frames": 0, "detections": 0}
@@ -54,12 +54,12 @@ def test_camera_pipeline(benchmark, edge_models, face_video, tmp_path, fmt, dete
     writer[0].release()
     benchmark.extra_info.update({"case": f"pipeline-{fmt}-detect-every-{detect_every}", "format": fmt,
                                  "detect_every": detect_every, "cpu_ms_per_frame": cpu_ms, "video": os.path.relpath(face_video),
-                                 "source": edge_models["source"], **stats, **machine_load()})
+                                 "source": geo_models["source"], **stats, **machine_load()})
     assert stats["faces"] >= 0.95 * stats["frames"]  # the face is found/tracked in (nearly) every frame
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite-fp32"])
-def test_camera_loop_end_to_end(benchmark, edge_models, face_video, tmp_path, fmt):
+def test_camera_loop_end_to_end(benchmark, geo_models, face_video, tmp_path, fmt):
     """``python -m runtime.camera --headless`` on the whole video (decode and encode on their own
     threads, as shipped). One round = the whole video, start-up (model and dlib loading)
 included; per frame = round / frames. ``in_loop_fps``: the loop's own readout past start-up."""
@@ -69,7 +69,7 @@ included; per frame = round / frames. ``in_loop_fps``: the loop's own readout pa
 
     from runtime import camera
 
-    args = ["--source", face_video, "--model", edge_models["paths"][fmt], "--headless", "--out", str(tmp_path),
+    args = ["--source", face_video, "--model", geo_models["paths"][fmt], "--headless", "--out", str(tmp_path),
             "--detect-every", "5"]
     camera.main(args)  # warm-up: page cache, model load paths
     benchmark.group = "camera loop, whole video (per video)"
@@ -87,5 +87,5 @@ included; per frame = round / frames. ``in_loop_fps``: the loop's own readout pa
                                  "stage_median_ms": stages,
                                  # the loop's own 30-frame FPS readout, past start-up (model/dlib loading)
                                  "in_loop_fps": float(np.median([r["fps"] for r in rows[30:]])), "video": os.path.relpath(face_video),
-                                 "source": edge_models["source"], **machine_load()})
+                                 "source": geo_models["source"], **machine_load()})
     assert frames == 150
