@@ -49,6 +49,26 @@ def calibration_crops(n: int = 64) -> tuple[np.ndarray, str]:
     return sample_crops(), "8 crops of samples/grace_hopper.jpg (multipie30 absent)"
 
 
+def geo_calibration(n: int = 64) -> tuple[np.ndarray, np.ndarray, str]:
+    """Canonical crops and their estimated yaws: the pooled manifest's validation rows when
+    ``make crops`` has run, else the faces of the bundled photos through the runtime's pipeline."""
+    pooled = os.path.join(ROOT, "artifacts", "pooled.json")
+    if os.path.exists(pooled):
+        from export.calib import validation_crops
+
+        imgs, yaws = validation_crops(pooled, "val", n=n)
+        return imgs, yaws, f"pooled manifest, validation identities ({len(imgs)} crops)"
+    import glob
+
+    from runtime.detect import FaceAnalyzer
+    from runtime.image_io import load_image
+
+    fa = FaceAnalyzer("default", threads=1)
+    faces = [f for p in sorted(glob.glob(os.path.join(ROOT, "samples", "*.jpg"))) for f in fa.analyze(load_image(p).rgb)[0]]
+    return (np.stack([f.crop for f in faces]), np.array([f.yaw for f in faces], np.float32),
+            f"{len(faces)} faces of samples/ (artifacts/pooled.json absent)")
+
+
 def _stamp(path: str) -> dict:
     """Cache key of an export: the weights file and the code that builds and converts the graph."""
     import hashlib
@@ -71,8 +91,12 @@ def _export_cached(keras_path: str, formats: list[str], out_dir: str, calib) -> 
             cached = json.load(f)
         if cached["stamp"] == stamp and all(os.path.exists(p) for p in cached["paths"].values()):
             return cached
-    calib_images, calib_note = calib() if any("int8" in f for f in formats) else (None, "")
-    paths = export_model(keras_path, formats, out_dir, calib_images=calib_images)
+    calib_images, calib_yaws, calib_note = None, None, ""
+    if any("int8" in f for f in formats):
+        got = calib()
+        calib_images, calib_note = got[0], got[-1]
+        calib_yaws = got[1] if len(got) == 3 else None
+    paths = export_model(keras_path, formats, out_dir, calib_images=calib_images, calib_yaws=calib_yaws)
     cached = {"stamp": stamp, "paths": {"keras": keras_path, **paths}, "calibration": calib_note}
     from runtime.image_io import atomic_write_bytes
 
@@ -111,7 +135,7 @@ def geo_models() -> dict:
         from training.models import geo_generator
 
         src = _fresh_keras("geo_generator_untrained", geo_generator, "geo")
-    out = _export_cached(src, GEO_FORMATS, os.path.join(CACHE, "geo"), calibration_crops)
+    out = _export_cached(src, GEO_FORMATS, os.path.join(CACHE, "geo"), geo_calibration)
     return {**out, "source": os.path.relpath(src, ROOT)}
 
 
