@@ -80,7 +80,7 @@ included; per frame = round / frames. ``in_loop_fps``: the loop's own readout pa
         rows = [json.loads(l) for l in f]
     frames = len(rows)
     stages = {k: float(np.median([r["ms"][k] for r in rows if k in r["ms"]]))
-              for k in ("capture", "detect", "track", "landmarks", "crop", "generator", "draw", "write")}
+              for k in ("capture", "detect", "pose", "track", "generator", "draw", "write")}
     benchmark.extra_info.update({"case": f"camera-loop-{fmt}", "format": fmt, "detect_every": 5,
                                  "frames": frames, "faces": sum(r["box"] is not None for r in rows),
                                  "per_frame": True, "cpu_ms_per_frame": (time.process_time() - cpu0) * 1e3 / (3 * frames),
