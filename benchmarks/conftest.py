@@ -117,26 +117,25 @@ def _fresh_keras(name: str, build, model_kind: str) -> str:
     return path
 
 
+def _generator_exports(sources: list[str], kind: str, formats: list[str], calib) -> dict:
+    """Exports of the first existing source, else of the architecture untrained (training.models.<kind>_generator)."""
+    src = next((p for p in sources if os.path.exists(p)), None)
+    if src is None:
+        import training.models
+
+        src = _fresh_keras(f"{kind}_generator_untrained", getattr(training.models, f"{kind}_generator"), kind)
+    out = _export_cached(src, formats, os.path.join(CACHE, kind), calib)
+    return {**out, "source": os.path.relpath(src, ROOT)}
+
+
 @pytest.fixture(scope="session")
 def edge_models() -> dict:
-    src = next((p for p in EDGE_SOURCES if os.path.exists(p)), None)
-    if src is None:
-        from training.models import edge_generator
-
-        src = _fresh_keras("edge_generator_untrained", edge_generator, "edge")
-    out = _export_cached(src, EDGE_FORMATS, os.path.join(CACHE, "edge"), calibration_crops)
-    return {**out, "source": os.path.relpath(src, ROOT)}
+    return _generator_exports(EDGE_SOURCES, "edge", EDGE_FORMATS, calibration_crops)
 
 
 @pytest.fixture(scope="session")
 def geo_models() -> dict:
-    src = next((p for p in GEO_SOURCES if os.path.exists(p)), None)
-    if src is None:
-        from training.models import geo_generator
-
-        src = _fresh_keras("geo_generator_untrained", geo_generator, "geo")
-    out = _export_cached(src, GEO_FORMATS, os.path.join(CACHE, "geo"), geo_calibration)
-    return {**out, "source": os.path.relpath(src, ROOT)}
+    return _generator_exports(GEO_SOURCES, "geo", GEO_FORMATS, geo_calibration)
 
 
 @pytest.fixture(scope="session")

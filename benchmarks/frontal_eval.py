@@ -49,6 +49,11 @@ _MP = re.compile(r"(\d{3})_(\d{2})_(\d{2})_(\d{3})_(\d{2})\.jpg$")
 BUCKETS = (0, 15, 30, 45, 60, 75, 90)
 
 
+def is_percent(key: str) -> bool:
+    """Measures reported in % (shares of outputs or probes); the rest are distances, dB, SSIM."""
+    return key in ("found", "frontal10") or key.endswith(("rank1", "verif"))
+
+
 def probes(data: str, sets: list[str]) -> list[dict]:
     """[{set, id, path (absolute), yaw (truth, |deg| for cfp = 90 nominal), target}]."""
     out = []
@@ -108,28 +113,17 @@ def run_old(old_dir: str, paths: list[str]) -> dict[str, np.ndarray]:
 
 
 class Judges:
-    """name -> embed(list of 128 px RGB crops) -> (N, D) unit vectors (NaN rows where it fails)."""
+    """name -> embed(list of 128 px RGB crops) -> (N, D) unit vectors, by ``training.judges``
+    (dlib with its embeddings cached on disk at ``cache``)."""
 
     def __init__(self, names: list[str], cache: str | None):
-        self.fns = {}
-        for n in names:
-            if n == "dlib":
-                from training.evaluate import FaceEmbedder
+        from training.evaluate import FaceEmbedder
+        from training.judges import DlibJudge, load_judge
 
-                emb = FaceEmbedder(cache)
-
-                def f(imgs, emb=emb):
-                    v, _ = emb.embed(imgs)
-                    return v / np.linalg.norm(v, axis=1, keepdims=True)
-                self.fns[n] = f
-            else:
-                from training.judges import load_judge
-
-                j = load_judge(n)
-                self.fns[n] = lambda imgs, j=j: np.asarray(j.embed(np.stack(imgs)))
+        self.judges = {n: DlibJudge(FaceEmbedder(cache)) if n == "dlib" else load_judge(n) for n in names}
 
     def __call__(self, imgs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return {n: f(imgs) for n, f in self.fns.items()}
+        return {n: j.embed(np.stack(imgs)) for n, j in self.judges.items()}
 
 
 def psnr_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -195,14 +189,7 @@ def main(argv=None) -> int:
         with open(a.cache, "rb") as f:
             cache = pickle.load(f)
     fixed = ("raw", "mirror", "old", "tpgan", "target")
-    judge_names = []
-    for n in a.judges.split(","):
-        try:
-            if n != "dlib":
-                import training.judges  # noqa: F401
-            judge_names.append(n)
-        except ImportError:
-            print(f"judge {n}: training.judges is not in this checkout; skipped", flush=True)
+    judge_names = a.judges.split(",")
     judges = Judges(judge_names, os.path.join("artifacts", "frontal_eval_dlib_cache.npz"))
 
     # 1. probes through the user's path
@@ -304,14 +291,13 @@ def main(argv=None) -> int:
             per = defaultdict(lambda: defaultdict(list))
             outs = [(it, imgs[m].get(it["path"])) for it in its if it.get("found")]
             # the crop pipeline on the outputs (the inputs themselves: raw / mirror, as the reference)
-            todo = [(it, o) for it, o in outs if o is not None and not (m in fixed and (m, it["path"]) in cache["check"])]
+            # only the model-independent methods' checks are kept in the cache
+            checks = cache["check"] if m in fixed else {}
+            todo = [(it, o) for it, o in outs if o is not None and (m, it["path"]) not in checks]
             for (it, _), f_, q_ in zip(todo, *check_outputs(analyzer, [o for _, o in todo])):
-                cache["check"][(m, it["path"])] = (f_, q_)
-            found = [cache["check"][(m, it["path"])][0] for it, o in outs if o is not None]
-            frontal = [cache["check"][(m, it["path"])][1] for it, o in outs if o is not None]
-            if m not in fixed:
-                for it, o in outs:
-                    cache["check"].pop((m, it["path"]), None)
+                checks[(m, it["path"])] = (f_, q_)
+            found = [checks[(m, it["path"])][0] for it, o in outs if o is not None]
+            frontal = [checks[(m, it["path"])][1] for it, o in outs if o is not None]
             k = 0
             for it, o in outs:
                 b = per[min(BUCKETS, key=lambda x: abs(x - abs(it["yaw"])))]
@@ -344,7 +330,7 @@ def main(argv=None) -> int:
                     if len(gen) and len(imp):
                         ts = np.concatenate([gen, imp])
                         d[f"{n}_verif"] = [max(0.5 * ((gen <= t).mean() + (imp > t).mean()) for t in ts)]
-            table[m] = {str(bk): {key: (len(v) if key in ("n", "missing") else float(np.mean(v)) * (100 if key in ("found", "frontal10") or key.endswith(("rank1", "verif")) else 1))
+            table[m] = {str(bk): {key: (len(v) if key in ("n", "missing") else float(np.mean(v)) * (100 if is_percent(key) else 1))
                                   for key, v in d.items()} for bk, d in sorted(per.items())}
         miss = sum(1 for it in its if not it.get("found"))
         report["sets"][s] = {"probes": len(its), "no_face_in_input": miss, "table": table}
@@ -399,7 +385,7 @@ def markdown(report: dict) -> str:
                 cells = []
                 for b in buckets:
                     v = t.get(str(b), {}).get(k)
-                    cells.append("" if v is None else f"{v:.1f}" if k in ("found", "frontal10", "psnr") or k.endswith(("rank1", "verif"))
+                    cells.append("" if v is None else f"{v:.1f}" if is_percent(k) or k == "psnr"
                                  else f"{v:.3f}")
                 out.append(f"| {k} | {m} | " + " | ".join(cells) + " |")
         out.append("")
