@@ -178,3 +178,32 @@ def test_candidate_detector_rejects_bad_input():
         CandidateDetector([Pass("hog"), Pass("hog")])
     with pytest.raises(ValueError, match="unknown preset"):
         CandidateDetector("nope")
+
+
+def test_analyzer_keeps_every_navy_face_and_nothing_else(analyzer):
+    """Candidates -> pose network -> rules (runtime.detect): the five faces of the navy photos, each
+    once, and no other box on them or on the astronaut (her suit's patch is an MTCNN box that the
+    pose network scores 0.93). The hard-hat profile (looking down, sunglasses) is found by one
+    BlazeFace pass only and kept by the sure-BlazeFace rule (BLAZEFACE_SURE)."""
+    for name in ("profile_hard_hat.jpg", "profile_woman.jpg", "three_quarter_bridge.jpg",
+                 "two_people_three_quarter.jpg", "astronaut.jpg", "grace_hopper.jpg"):
+        rgb, truths = photo(name)
+        faces, _ = analyzer.analyze(rgb)
+        assert len(faces) == len(truths), f"{name}: {[(f.box.round(), f.detector, f.score) for f in faces]}"
+        for t in truths:
+            assert any(hits(f.det_box, t) for f in faces), f"missed {t.round()} in {name}"
+    faces, _ = analyzer.analyze(photo("profile_hard_hat.jpg")[0])
+    assert "+" not in faces[0].detector and faces[0].yaw > 45  # nose towards the image's right
+
+
+def test_needed_score_rules():
+    from runtime.detect import MIN_SCORE, SINGLE_MIN_SCORE, SURE_MIN_SCORE, FaceAnalyzer
+
+    fa = FaceAnalyzer.__new__(FaceAnalyzer)
+    fa.min_score = MIN_SCORE
+    assert fa.needed_score("bf-full+mtcnn", 0.6) == MIN_SCORE
+    assert fa.needed_score("mtcnn", 0.999) == SINGLE_MIN_SCORE
+    assert fa.needed_score("bf-back-p25", 0.9) == SINGLE_MIN_SCORE
+    assert fa.needed_score("bf-back-p25", 0.9996) == pytest.approx(SURE_MIN_SCORE)
+    fa.min_score = 0.8  # a stricter user setting stays stricter for every kind
+    assert fa.needed_score("bf-back-p25", 0.9996) > SURE_MIN_SCORE and fa.needed_score("mtcnn", 1.0) >= 0.95
