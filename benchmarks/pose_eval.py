@@ -9,7 +9,8 @@ absolute yaw error, sign right (|yaw| >= 15), mean signed error.
 ``--legacy DIR``: also run a checkout of the previous pipeline (dlib 68 landmarks + solvePnP;
 e.g. ``git worktree add ../old 19ac9cd``) in a child process on the same images, for the table of
 "today's estimator". Writes ``benchmarks/results/pose_yaw.md`` / ``.json`` and, with ``--sheet``,
-``benchmarks/results/pose_crops.png``: one held-out person's crops at all 13 yaws.
+``benchmarks/results/pose_crops.png``: one held-out person's crops at all 13 yaws, and below them
+every face of the four navy photos in ``samples/``.
 """
 from __future__ import annotations
 
@@ -136,6 +137,10 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+SAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "samples")
+NAVY = ("profile_hard_hat.jpg", "profile_woman.jpg", "three_quarter_bridge.jpg", "two_people_three_quarter.jpg")
+
+
 def crops_sheet(data: str, sid: str = "046") -> np.ndarray:
     """One held-out person's canonical crops at the 13 yaws (recording 01, illumination 09)."""
     from runtime.detect import FaceAnalyzer
@@ -150,7 +155,17 @@ def crops_sheet(data: str, sid: str = "046") -> np.ndarray:
         label = f"{MULTIPIE_CAM_YAW[cam]:+d}" + (f" est {faces[0].yaw:+.0f}" if faces else " none")
         cv2.putText(tile, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 0), 1, cv2.LINE_AA)
         tiles.append(tile)
-    return np.concatenate(tiles, 1)
+    # second row: every face of the navy photos (samples/), as the generator gets it
+    navy = []
+    for name in NAVY:
+        img = cv2.cvtColor(cv2.imread(os.path.join(SAMPLES, name)), cv2.COLOR_BGR2RGB)
+        for f in fa.analyze(img)[0]:
+            tile = f.crop.copy()
+            cv2.putText(tile, f"{name[:12]} est {f.yaw:+.0f}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.32, (255, 255, 0), 1,
+                        cv2.LINE_AA)
+            navy.append(tile)
+    navy += [np.zeros((128, 128, 3), np.uint8)] * (len(tiles) - len(navy))
+    return np.concatenate([np.concatenate(tiles, 1), np.concatenate(navy[:len(tiles)], 1)], 0)
 
 
 def main(argv=None) -> None:
