@@ -151,3 +151,42 @@ def test_real_multipie30_manifest_holds_out_test_ids(multipie30):
     assert ids["val"] == {"042", "043"} and ids["train"] == {f"{i:03d}" for i in range(20, 42)}
     assert len(m["pairs"]["test"]) == 6 * 2 * 20 * 12
     check_disjoint(m)
+
+
+def test_paired_manifest_of_both_multipie_sets(tmp_path):
+    """training.pooled --paired: multipie30 side -> camera 051 of the same instant, multipie137 side ->
+    its TP-GAN frontal with yaw +|camera yaw| (stored nose-right); only cropped files; SPLITS' ids."""
+    from training.pooled import paired
+
+    crops, data = tmp_path / "crops", tmp_path / "data"
+    journal = {"multipie30": [], "multipie137": []}
+    for sid in ("020", "044"):
+        for cam in ("051", "110", "240"):
+            rel = f"{sid}/{sid}_01_01_{cam}_07.jpg"
+            touch(str(crops / "multipie30"), rel)
+            journal["multipie30"].append({"path": rel, "ok": True, "yaw_est": 0.0})
+    journal["multipie30"][-1]["ok"] = False  # 044 camera 240: no face -> no pair
+    lines = ["side,frontal"]
+    for sid, cam in (("201", "110"), ("330", "050"), ("202", "041")):
+        side, front = f"{sid}/{sid}_01_01_{cam}_08.jpg", f"{sid}/{sid}_01_01_{cam}_08_tpgan.jpg"
+        lines.append(f"{side},{front}")
+        for rel in (side, front) if sid != "202" else (side,):  # 202's TP-GAN frontal was not cropped
+            touch(str(crops / "multipie137"), rel)
+            journal["multipie137"].append({"path": rel, "ok": True, "yaw_est": 0.0})
+    for s, rows in journal.items():
+        with open(crops / s / "prepare_journal.jsonl", "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+    os.makedirs(data / "multipie137")
+    (data / "multipie137" / "pairs.csv").write_text("\n".join(lines) + "\n")
+
+    m = paired(str(crops), str(data))
+    got = {k: sorted((r["x"], r["y"], r["id"], r["yaw"]) for r in v) for k, v in m["pairs"].items()}
+    assert got["train"] == [
+        ("multipie137/201/201_01_01_110_08.jpg", "multipie137/201/201_01_01_110_08_tpgan.jpg", "mp137-201", 90),
+        ("multipie30/020/020_01_01_110_07.jpg", "multipie30/020/020_01_01_051_07.jpg", "mp30-020", -90),
+        ("multipie30/020/020_01_01_240_07.jpg", "multipie30/020/020_01_01_051_07.jpg", "mp30-020", 90)]
+    assert got["test"] == [
+        ("multipie137/330/330_01_01_050_08.jpg", "multipie137/330/330_01_01_050_08_tpgan.jpg", "mp137-330", 15),
+        ("multipie30/044/044_01_01_110_07.jpg", "multipie30/044/044_01_01_051_07.jpg", "mp30-044", -90)]
+    assert got["val"] == [] and m["root"] == str(crops)
+    check_disjoint(m)

@@ -110,6 +110,33 @@ def build(crops: str, data: str) -> dict:
     return out
 
 
+def paired(crops: str, data: str) -> dict:
+    """The seed models' paired manifest (``training.datasets`` layout) from the same crops: multipie30's
+    real pairs and multipie137's side views with TP-GAN's frontal as pseudo-target, identity splits
+    of ``SPLITS``. 22 training people in multipie30 alone are too few (the models learnt a mean face
+    for strangers, README "Seed models"); multipie137 adds 114. cfp400 has no pairs and is not read."""
+    sets = {"multipie30": os.path.join(crops, "multipie30"), "multipie137": os.path.join(crops, "multipie137")}
+    rows = defaultdict(list)
+    m30 = read_crops(sets["multipie30"])
+    for rel in sorted(m30):
+        sid, ss, rr, cam, ll = _MP.search(rel).groups()
+        front = rel.replace(f"_{cam}_", "_051_")
+        if cam != "051" and front in m30:
+            rows[split_of("multipie30", sid)].append({"x": f"multipie30/{rel}", "y": f"multipie30/{front}",
+                                                      "id": f"mp30-{sid}", "yaw": MULTIPIE_CAM_YAW[cam]})
+    m137 = read_crops(sets["multipie137"])
+    with open(os.path.join(data, "multipie137", "pairs.csv")) as f:
+        for rec in csv.DictReader(f):
+            if rec["side"] in m137 and rec["frontal"] in m137:
+                sid, ss, rr, cam, ll = _MP.search(rec["side"]).groups()
+                rows[split_of("multipie137", sid)].append({"x": f"multipie137/{rec['side']}",
+                                                           "y": f"multipie137/{rec['frontal']}", "id": f"mp137-{sid}",
+                                                           "yaw": abs(MULTIPIE_CAM_YAW[cam])})  # stored nose-right
+    pairs = {k: rows.get(k, []) for k in ("train", "val", "test")}
+    return {"root": os.path.abspath(crops), "scheme": "multipie30+multipie137",
+            "identities": {k: sorted({r["id"] for r in v}) for k, v in pairs.items()}, "pairs": pairs}
+
+
 def main(argv=None) -> None:
     from .datasets import DEFAULT_DATA_ROOT
 
@@ -117,7 +144,16 @@ def main(argv=None) -> None:
     ap.add_argument("--crops", default="artifacts/crops")
     ap.add_argument("--data", default=DEFAULT_DATA_ROOT)
     ap.add_argument("--out", default="artifacts/pooled.json")
+    ap.add_argument("--paired", action="store_true",
+                    help="write the seed models' paired manifest (multipie30 + multipie137 pairs) instead")
     a = ap.parse_args(argv)
+    if a.paired:
+        from .datasets import write_manifest
+
+        m = paired(a.crops, a.data)
+        write_manifest(m, a.out)
+        print(f"{a.out}: " + ", ".join(f"{k} {len(v)} pairs / {len(m['identities'][k])} ids" for k, v in m["pairs"].items()))
+        return
     m = build(a.crops, a.data)
     from runtime.image_io import atomic_write_bytes
 
