@@ -181,3 +181,17 @@ def test_input_baseline_reproduces_reference_on_multipie30(embedder):
         assert got[b]["n"] == 24
         assert got[b]["gallery_dist"] == pytest.approx(REFERENCE["gallery_dist"][i], abs=0.02), b
         assert abs(got[b]["rank1"] - REFERENCE["rank1"][i]) <= 100 / 24 + 1e-6, b  # one probe of 24
+
+
+def test_collapse_measure_spread_and_within():
+    """benchmarks.frontal_eval.spread: between-person and same-person mean distances; one face for
+    everyone gives spread == within."""
+    from benchmarks.frontal_eval import spread
+
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    between, within = spread([("p", a), ("p", a * 0.9), ("q", b)])
+    assert between == pytest.approx((np.linalg.norm(a - b) + np.linalg.norm(a * 0.9 - b)) / 2)
+    assert within == pytest.approx(0.1)
+    same = spread([("p", a), ("q", a), ("r", a * 0.9), ("r", a)])
+    assert same[0] == pytest.approx(0.04) and same[1] == pytest.approx(0.1)  # collapsed: between <= within
+    assert all(np.isnan(v) for v in spread([("p", a)]))
