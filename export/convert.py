@@ -60,7 +60,34 @@ def load_generator(keras_path: str):
     except Exception as e:
         raise ModelError(f"{keras_path}: not a loadable .keras model ({_first_line(e)})") from None
     check_signature(model, meta, keras_path)
-    return model, meta
+    return as_float32(model, safe_mode=meta.get("model") != "cvae"), meta
+
+
+def as_float32(model, safe_mode: bool = True):
+    """The same network with every layer in float32. A generator trained with mixed precision (the
+    full profile on a GPU: mixed_bfloat16) keeps its weights in float32 but computes in bfloat16, and
+    its ONNX graph mixes bfloat16 and float16 casts that onnxruntime refuses to load; the float32
+    twin differs from it by bfloat16 rounding only (<= 0.02 on the [-1, 1] output)."""
+    import keras
+
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+        return model
+
+    def to_float32(o):
+        if isinstance(o, dict):
+            if o.get("class_name") == "DTypePolicy" and isinstance(o.get("config"), dict):
+                o["config"]["name"] = "float32"
+            for v in o.values():
+                to_float32(v)
+        elif isinstance(o, list):
+            for v in o:
+                to_float32(v)
+
+    cfg = keras.saving.serialize_keras_object(model)
+    to_float32(cfg)
+    twin = keras.saving.deserialize_keras_object(cfg, safe_mode=safe_mode)
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def expected_inputs(meta: dict) -> list[tuple]:
