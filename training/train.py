@@ -32,7 +32,7 @@ import time
 PROFILES = {
     # fast: what `make train` runs on a 2-core CPU: the seed models' CPU fit (README "Seed models":
     # 10-25 minutes each, the VGG U-Nets ~0.6 pass over multipie30's 10,536 training pairs).
-    "fast": {"edge": (4, 250, 16), "pix2pix": (5, 75, 16), "autoencoder": (5, 85, 16),
+    "fast": {"edge": (4, 250, 16), "pix2pix": (5, 200, 16), "autoencoder": (5, 85, 16),
              "dcgan": (5, 150, 16), "cvae": (6, 300, 16), "geo": (20, 250, 16)},
     # full: for a GPU. (epochs, steps per epoch, batch per replica); 165 steps of 64 are one pass
     # over multipie30's 10,560 training pairs.
