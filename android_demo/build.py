@@ -37,7 +37,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from runtime import pose as pose_rules  # noqa: E402
-from runtime.detect import MERGE_IOU, MIN_SCORE, FaceAnalyzer  # noqa: E402
+from runtime.detect import (BLAZEFACE_SURE, HEAD_ZONE, MERGE_IOU, MIN_SCORE, SINGLE_MIN_SCORE,  # noqa: E402
+                            SURE_MIN_SCORE, FaceAnalyzer)
 from runtime.errors import FrontalizeError, ModelError  # noqa: E402
 from runtime.model_meta import read_meta  # noqa: E402
 from runtime.pipeline import CROP_RULE  # noqa: E402
@@ -180,7 +181,9 @@ def pose_info(path: str) -> dict:
     return {**meta, "file": "posenet.onnx", "source": os.path.relpath(path, ROOT), "sha256": sha256(path),
             "input": pose_rules.INPUT, "canon_size": pose_rules.CANON_SIZE, "canon_e_y": pose_rules.CANON_E_Y,
             "canon_em": pose_rules.CANON_EM, "refine_scale": pose_rules.REFINE_SCALE, "det_scale": pose_rules.DET_SCALE,
-            "min_score": MIN_SCORE, "merge_iou": MERGE_IOU,
+            "min_score": MIN_SCORE, "default_min_score": MIN_SCORE, "merge_iou": MERGE_IOU,
+            "single_min_score": SINGLE_MIN_SCORE, "blazeface_sure": BLAZEFACE_SURE, "sure_min_score": SURE_MIN_SCORE,
+            "head_zone": HEAD_ZONE,
             "min_face": analyzer_default("min_face")}
 
 

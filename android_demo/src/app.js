@@ -123,7 +123,7 @@ async function analyze(source, width, height, mode, img = null) {
     ms.detect = t2 - t1;
     if (dets.length) {
       let all;
-      ({ faces: all, candidates } = await facesFromBoxes(ort, posenet, img, dets.map((d) => d.box), P));
+      ({ faces: all, candidates } = await facesFromBoxes(ort, posenet, img, dets, P));
       faces = all.slice(0, MAX_FACES[mode]);
       ms.pose = performance.now() - t2;
     }

@@ -143,13 +143,31 @@ export function nms(boxes, scores, iou) {
   return keep;
 }
 
-// FaceAnalyzer.faces_from_candidates: pose-refine the candidate boxes, keep those the network
-// takes for a face, merge the ones that converged on the same face, largest first, drop faces
-// under min_face px (a face spans ~0.73 of the canonical side).
-export async function facesFromBoxes(ort, session, img, boxes, P) {
+// FaceAnalyzer.needed_score: the face score a candidate ({ detectors: [pass names], score }) needs.
+// Found by several passes: min_score; by one pass: single_min_score, unless a BlazeFace pass is
+// sure of it (>= blazeface_sure): then min_score x sure_min_score / MIN_SCORE.
+export function neededScore(det, P) {
+  if (!det.detectors || det.detectors.length > 1) return P.min_score;
+  if (det.detectors[0].startsWith('bf-') && det.score >= P.blazeface_sure) return P.min_score * P.sure_min_score / P.default_min_score;
+  return Math.max(P.min_score, P.single_min_score);
+}
+
+// FaceAnalyzer.faces_from_candidates: pose-refine the candidate boxes (merged detections
+// { box, score, detectors }), keep those the network takes for a face (neededScore), merge the
+// ones that converged on the same face, largest first, drop faces under min_face px (a face spans
+// ~0.73 of the canonical side) and faces centred inside a larger face's head (head_zone: a
+// profile's ear).
+export async function facesFromBoxes(ort, session, img, dets, P) {
+  const boxes = dets.map((d) => d.box);
   const poses = (await refine(ort, session, img, boxes, P)).map((p, i) => ({ ...p, detBox: boxes[i] }));
-  const faces = poses.filter((p) => p.score >= P.min_score);
-  const kept = nms(faces.map((f) => squareBbox(f.square)), faces.map((f) => f.score), P.merge_iou).map((i) => faces[i]);
-  kept.sort((a, b) => b.square[2] - a.square[2]);
-  return { faces: kept.filter((f) => f.square[2] * 0.73 >= P.min_face), candidates: poses };
+  const faces = poses.filter((p, i) => p.score >= neededScore(dets[i], P));
+  const merged = nms(faces.map((f) => squareBbox(f.square)), faces.map((f) => f.score), P.merge_iou).map((i) => faces[i]);
+  merged.sort((a, b) => b.square[2] - a.square[2]);
+  const kept = [];
+  for (const f of merged) {
+    if (f.square[2] * 0.73 < P.min_face) continue;
+    if (kept.some((k) => Math.hypot(f.square[0] - k.square[0], f.square[1] - k.square[1]) < P.head_zone * k.square[2])) continue;
+    kept.push(f);
+  }
+  return { faces: kept, candidates: poses };
 }

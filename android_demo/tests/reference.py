@@ -44,7 +44,8 @@ from runtime.image_io import load_image  # noqa: E402
 from runtime.pose import INPUT as POSE_INPUT, REFINE_SCALE, crop, det_square  # noqa: E402
 
 SAMPLE = "profile_woman.jpg"
-SAMPLES = [SAMPLE, "two_people_three_quarter.jpg"]  # whole-pipeline comparison
+# whole-pipeline comparison; the hard hat (one sure BlazeFace pass) and the astronaut test the rules
+SAMPLES = [SAMPLE, "two_people_three_quarter.jpg", "profile_hard_hat.jpg", "astronaut.jpg"]
 b64 = lambda a: base64.b64encode(np.ascontiguousarray(a).tobytes()).decode()  # noqa: E731
 
 
