@@ -58,39 +58,45 @@ def _row(kind, s, x, y, ident, yaw, yaw_est, idt=-1):
             "w": KIND_WEIGHT[kind], "idt": idt}
 
 
-def build(crops: str, data: str) -> dict:
-    out = {"kind": "pooled", "root": os.path.abspath(crops),
-           "splits": {s: {k: [min(v), max(v)] for k, v in d.items()} for s, d in SPLITS.items()},
-           "pairs": defaultdict(list), "reals": defaultdict(list), "dropped": Counter()}
-
+def multipie_rows(crops: str, data: str, dropped: Counter | None = None):
+    """(kind, set, split, x, y, id, yaw, journal row of x) of the two Multi-PIE sets' crops: multipie30
+    frontals (``mp30_front``, y = x) and side views paired with the same instant's camera 051 (``mp30``),
+    multipie137 side views with TP-GAN's frontal made from them (``mp137``, yaw +|camera yaw|: stored
+    nose-right). Pairs whose partner was not cropped are counted in ``dropped``."""
+    dropped = Counter() if dropped is None else dropped
     mp30 = read_crops(os.path.join(crops, "multipie30"))
     for rel, r in sorted(mp30.items()):
         sid, ss, rr, cam, ll = _MP.search(rel).groups()
         split = split_of("multipie30", sid)
         if cam == "051":
-            out["pairs"][split].append(_row("mp30_front", "multipie30", f"multipie30/{rel}", f"multipie30/{rel}",
-                                            f"mp30-{sid}", 0, r["yaw_est"]))
-            out["reals"][split].append(f"multipie30/{rel}")
+            yield "mp30_front", "multipie30", split, f"multipie30/{rel}", f"multipie30/{rel}", f"mp30-{sid}", 0, r
             continue
         front = rel.replace(f"_{cam}_", "_051_")
         if front not in mp30:
-            out["dropped"]["multipie30: frontal not cropped"] += 1
+            dropped["multipie30: frontal not cropped"] += 1
             continue
-        out["pairs"][split].append(_row("mp30", "multipie30", f"multipie30/{rel}", f"multipie30/{front}",
-                                        f"mp30-{sid}", MULTIPIE_CAM_YAW[cam], r["yaw_est"]))
-
+        yield ("mp30", "multipie30", split, f"multipie30/{rel}", f"multipie30/{front}", f"mp30-{sid}",
+               MULTIPIE_CAM_YAW[cam], r)
     mp137 = read_crops(os.path.join(crops, "multipie137"))
     with open(os.path.join(data, "multipie137", "pairs.csv")) as f:
         for rec in csv.DictReader(f):
             side, front = rec["side"], rec["frontal"]
             if side not in mp137 or front not in mp137:
-                out["dropped"]["multipie137: side or TP-GAN frontal not cropped"] += 1
+                dropped["multipie137: side or TP-GAN frontal not cropped"] += 1
                 continue
             sid, ss, rr, cam, ll = _MP.search(side).groups()
-            out["pairs"][split_of("multipie137", sid)].append(
-                _row("mp137", "multipie137", f"multipie137/{side}", f"multipie137/{front}", f"mp137-{sid}",
-                     abs(MULTIPIE_CAM_YAW[cam]), mp137[side]["yaw_est"]))  # stored nose-right: +|yaw|
+            yield ("mp137", "multipie137", split_of("multipie137", sid), f"multipie137/{side}",
+                   f"multipie137/{front}", f"mp137-{sid}", abs(MULTIPIE_CAM_YAW[cam]), mp137[side])
 
+
+def build(crops: str, data: str) -> dict:
+    out = {"kind": "pooled", "root": os.path.abspath(crops),
+           "splits": {s: {k: [min(v), max(v)] for k, v in d.items()} for s, d in SPLITS.items()},
+           "pairs": defaultdict(list), "reals": defaultdict(list), "dropped": Counter()}
+    for kind, s, split, x, y, ident, yaw, r in multipie_rows(crops, data, out["dropped"]):
+        out["pairs"][split].append(_row(kind, s, x, y, ident, yaw, r["yaw_est"]))
+        if kind == "mp30_front":
+            out["reals"][split].append(x)
     cfp = read_crops(os.path.join(crops, "cfp400"))
     ids = sorted({rel.split("/")[0] for rel in cfp})
     index = {i: k for k, i in enumerate(ids)}
@@ -114,24 +120,11 @@ def paired(crops: str, data: str) -> dict:
     """The seed models' paired manifest (``training.datasets`` layout) from the same crops: multipie30's
     real pairs and multipie137's side views with TP-GAN's frontal as pseudo-target, identity splits
     of ``SPLITS``. 22 training people in multipie30 alone are too few (the models learnt a mean face
-    for strangers, README "Seed models"); multipie137 adds 114. cfp400 has no pairs and is not read."""
-    sets = {"multipie30": os.path.join(crops, "multipie30"), "multipie137": os.path.join(crops, "multipie137")}
+    for strangers, README "Seed models"); multipie137 adds 107 (129 in all). cfp400 has no pairs and is not read."""
     rows = defaultdict(list)
-    m30 = read_crops(sets["multipie30"])
-    for rel in sorted(m30):
-        sid, ss, rr, cam, ll = _MP.search(rel).groups()
-        front = rel.replace(f"_{cam}_", "_051_")
-        if cam != "051" and front in m30:
-            rows[split_of("multipie30", sid)].append({"x": f"multipie30/{rel}", "y": f"multipie30/{front}",
-                                                      "id": f"mp30-{sid}", "yaw": MULTIPIE_CAM_YAW[cam]})
-    m137 = read_crops(sets["multipie137"])
-    with open(os.path.join(data, "multipie137", "pairs.csv")) as f:
-        for rec in csv.DictReader(f):
-            if rec["side"] in m137 and rec["frontal"] in m137:
-                sid, ss, rr, cam, ll = _MP.search(rec["side"]).groups()
-                rows[split_of("multipie137", sid)].append({"x": f"multipie137/{rec['side']}",
-                                                           "y": f"multipie137/{rec['frontal']}", "id": f"mp137-{sid}",
-                                                           "yaw": abs(MULTIPIE_CAM_YAW[cam])})  # stored nose-right
+    for kind, _set, split, x, y, ident, yaw, _row_of_x in multipie_rows(crops, data):
+        if kind != "mp30_front":
+            rows[split].append({"x": x, "y": y, "id": ident, "yaw": yaw})
     pairs = {k: rows.get(k, []) for k in ("train", "val", "test")}
     return {"root": os.path.abspath(crops), "scheme": "multipie30+multipie137",
             "identities": {k: sorted({r["id"] for r in v}) for k, v in pairs.items()}, "pairs": pairs}
