@@ -181,7 +181,7 @@ def pose_info(path: str) -> dict:
     return {**meta, "file": "posenet.onnx", "source": os.path.relpath(path, ROOT), "sha256": sha256(path),
             "input": pose_rules.INPUT, "canon_size": pose_rules.CANON_SIZE, "canon_e_y": pose_rules.CANON_E_Y,
             "canon_em": pose_rules.CANON_EM, "refine_scale": pose_rules.REFINE_SCALE, "det_scale": pose_rules.DET_SCALE,
-            "min_score": MIN_SCORE, "default_min_score": MIN_SCORE, "merge_iou": MERGE_IOU,
+            "min_score": MIN_SCORE, "merge_iou": MERGE_IOU,
             "single_min_score": SINGLE_MIN_SCORE, "blazeface_sure": BLAZEFACE_SURE, "sure_min_score": SURE_MIN_SCORE,
             "head_zone": HEAD_ZONE,
             "min_face": analyzer_default("min_face")}

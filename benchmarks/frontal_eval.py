@@ -347,12 +347,12 @@ def main(argv=None) -> int:
                     p, q = psnr_ssim(o, crops[("target", it["target"])])
                     b["psnr"].append(p)
                     b["ssim"].append(q)
-            for d in per.values():  # collapse: how far apart the outputs of different people are
+            for d in per.values():
                 for n in judge_names:
+                    # collapse: how far apart the outputs of different people are, and of the same person
                     between, within = spread(d.pop(f"_{n}_vecs", []))
                     d[f"{n}_spread"], d[f"{n}_within"] = [between], [within]
-            for d in per.values():  # verification: best-threshold balanced accuracy, genuine vs impostor
-                for n in judge_names:
+                    # verification: best-threshold balanced accuracy, genuine vs impostor
                     gen, imp = np.array(d.pop(f"_{n}_gen", [])), np.array(d.pop(f"_{n}_imp", []))
                     gen = gen[np.isfinite(gen)]
                     if len(gen) and len(imp):

@@ -145,10 +145,10 @@ export function nms(boxes, scores, iou) {
 
 // FaceAnalyzer.needed_score: the face score a candidate ({ detectors: [pass names], score }) needs.
 // Found by several passes: min_score; by one pass: single_min_score, unless a BlazeFace pass is
-// sure of it (>= blazeface_sure): then min_score x sure_min_score / MIN_SCORE.
+// sure of it (>= blazeface_sure): then sure_min_score (the app runs at runtime.detect's MIN_SCORE).
 export function neededScore(det, P) {
   if (!det.detectors || det.detectors.length > 1) return P.min_score;
-  if (det.detectors[0].startsWith('bf-') && det.score >= P.blazeface_sure) return P.min_score * P.sure_min_score / P.default_min_score;
+  if (det.detectors[0].startsWith('bf-') && det.score >= P.blazeface_sure) return P.sure_min_score;
   return Math.max(P.min_score, P.single_min_score);
 }
 
