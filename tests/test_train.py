@@ -122,33 +122,38 @@ def test_mirrored_strategy_two_cpu_replicas(manifest, tmp_path):
     assert (out / "generator.keras").exists()
 
 
-def test_identity_loss_trains_and_is_reported(manifest, tmp_path):
-    from training import identity
+@pytest.mark.parametrize("model", ["edge", "cvae"])
+def test_identity_loss_trains_and_is_reported(model, manifest, tmp_path):
+    from training.judges import human_models_dir
 
     try:
-        identity.faceapi_dir()
+        human_models_dir()
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    out = tmp_path / "edge_id"
-    r = train(parse_args(_args("edge", manifest, out, "--epochs", "1", "--id-weight", "10")))
+    out = tmp_path / model
+    r = train(parse_args(_args(model, manifest, out, "--epochs", "1", "--id-weight", "10")))
     assert r["steps"] == 3
     h = _history(out)[0]
-    # g_loss = 100 L1 + adversarial + 10 x identity distance (a positive, finite descriptor distance)
-    assert math.isfinite(h["id"]) and h["id"] > 0
-    assert h["g_loss"] > 100 * h["l1"]
+    # 1 - cosine between MobileFace embeddings of output and target: in (0, 2], and in the total loss
+    assert 0 < h["id"] <= 2
+    if model == "edge":
+        assert h["g_loss"] > 100 * h["l1"] + 10 * h["id"] - 1e-3  # + the adversarial term (positive)
+    else:
+        assert h["loss"] > h["l1"] + h["rec_side"] + 10 * h["id"] - 1e-3  # + beta KL (positive)
 
 
-def test_identity_loss_only_for_gan_generators(manifest, tmp_path):
-    with pytest.raises(SystemExit, match="--id-weight applies to edge and pix2pix"):
-        train(parse_args(_args("cvae", manifest, tmp_path / "c", "--epochs", "1", "--id-weight", "1")))
+def test_identity_loss_without_its_weights(manifest, tmp_path, monkeypatch, capsys):
+    """A profile's default identity loss is dropped with a note; an explicit --id-weight is an error."""
+    from training import judges
 
-
-def test_profile_identity_loss_is_dropped_with_a_note_without_weights(manifest, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("FRONTALIZE_FACEAPI_DIR", str(tmp_path / "no_weights"))
+    monkeypatch.setenv("FRONTALIZE_HUMAN_MODELS_DIR", str(tmp_path / "no_weights"))
+    monkeypatch.setattr(judges, "_CACHE", {})  # as in a fresh process: no judge loaded yet
     r = train(parse_args(_args("edge", manifest, tmp_path / "e", "--epochs", "1")))
     assert r["steps"] == 3
     assert "training without the identity loss" in capsys.readouterr().out
     assert "id" not in _history(tmp_path / "e")[0]
+    with pytest.raises(SystemExit, match="--id-weight 1.0: .*no_weights.*not found"):
+        train(parse_args(_args("cvae", manifest, tmp_path / "c", "--epochs", "1", "--id-weight", "1")))
 
 
 def test_dataset_shards_are_disjoint_and_cover_the_split(manifest):
@@ -294,11 +299,11 @@ def test_full_profile_with_bfloat16_trains(model, manifest, tmp_path):
         feeds = [x] + ([yaw_input(gmeta, [45.0], 1)] if len(sess.get_inputs()) == 2 else [])
         y = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], feeds)))[0]
         np.testing.assert_allclose(y, np.asarray(g(feeds if len(feeds) == 2 else x)), atol=1e-4)
-    if model in ("pix2pix", "edge"):  # the full profile's identity loss, where face-api's weights are
-        from training import identity
+    if model in ("pix2pix", "edge"):  # the full profile's identity loss, where MobileFace's weights are
+        from training.judges import human_models_dir
 
         try:
-            identity.faceapi_dir()
+            human_models_dir()
             assert h["id"] > 0
         except FileNotFoundError:
             assert "id" not in h

@@ -524,6 +524,27 @@ class Frontalizer(keras.Model):
 
     kind = "base"
 
+    def __init__(self, id_net=None, id_weight=0.0, **kw):
+        super().__init__(**kw)
+        # Optional identity loss, for every model: id_weight x (1 - cosine) between the identity
+        # network's embeddings of output and target (``training.id_nets``; MobileFace by default,
+        # never an evaluation judge). Without it the seed models collapse to one template face at
+        # CPU budgets (models/SEED_MODELS.md). Not checkpointed: the network is frozen.
+        self.id_weight = float(id_weight) if id_net is not None else 0.0
+        self.id_net = id_net if self.id_weight > 0 else None
+
+    def _identity(self, fake, target_embedding):
+        """Mean (1 - cosine) of the output's embeddings against (stop-gradient) target embeddings."""
+        e = self.id_net(tf.cast(fake, "float32"))
+        return tf.reduce_mean(1.0 - tf.reduce_sum(e * tf.stop_gradient(target_embedding), -1))
+
+    def _with_identity(self, loss, logs, fake, y):
+        """loss + id_weight x identity(fake, y), the term logged as ``id``; loss unchanged without it."""
+        if self.id_net is None:
+            return loss
+        logs["id"] = self._identity(fake, self.id_net(tf.cast(y, "float32")))
+        return loss + self.id_weight * logs["id"]
+
     def generate(self, x, yaw=None, training=False):
         return self.generator(x, training=training)
 
@@ -599,13 +620,14 @@ class Autoencoder(Frontalizer):
 
     def train_step(self, data):
         x, y = data["x"], data["y"]
+        logs = {}
         with tf.GradientTape() as tape:
             fake = self.generator(x, training=True)
             mse = tf.reduce_mean(tf.square(fake - y))
-            scaled = self._scale(mse)
+            scaled = self._scale(self._with_identity(mse, logs, fake, y))
         grads = tape.gradient(scaled, self.generator.trainable_variables)
         self.g_opt.apply_gradients(zip(grads, self.generator.trainable_variables))
-        return {"mse": mse, "l1": tf.reduce_mean(tf.abs(fake - y))}
+        return {"mse": mse, "l1": tf.reduce_mean(tf.abs(fake - y)), **logs}
 
 
 class Pix2Pix(Frontalizer):
@@ -613,18 +635,11 @@ class Pix2Pix(Frontalizer):
 
     kind = "pix2pix"
 
-    def __init__(self, generator=None, discriminator=None, l1_weight=100.0, lr=2e-4, id_weight=0.0, **kw):
+    def __init__(self, generator=None, discriminator=None, l1_weight=100.0, lr=2e-4, **kw):
         super().__init__(**kw)
         self.generator = generator if generator is not None else vgg_unet("transpose", "vgg_unet_pix2pix")
         self.discriminator = discriminator if discriminator is not None else patchgan()
         self.l1_weight = l1_weight
-        # Optional identity loss: id_weight x the distance between dlib face descriptors (a frozen
-        # Keras port, training/identity.py) of the prediction and the true frontal. Not checkpointed.
-        self.id_weight = id_weight
-        if id_weight > 0:
-            from .identity import load_face_embedder
-
-            self.embedder = load_face_embedder()
         self.g_opt = keras.optimizers.Adam(lr, beta_1=0.5)
         self.d_opt = keras.optimizers.Adam(lr, beta_1=0.5)
 
@@ -637,27 +652,6 @@ class Pix2Pix(Frontalizer):
     def _disc(self, x, img, training):
         return self.discriminator([x, img], training=training)
 
-    # dlib's aligned 150 px chip of a frontal crop: measured on 115 training frontals (x0, y0, x1, y1
-    # in the 128 px crop, std about 5 px). The identity loss looks at that box, as the evaluation does.
-    CHIP_BOX = (9.7, 9.3, 120.2, 119.8)
-    MEAN_SIDE_YAW = float(np.mean([abs(v) for v in YAWS if v]))  # 52.5: weights |yaw| / this average 1
-
-    def _identity_loss(self, fake, y, yaw_index):
-        """Mean descriptor distance, weighted by |yaw| (mean weight 1 over the 12 side yaws): a near-
-        frontal input keeps its identity anyway, a profile is where the model must recover it."""
-        x0, y0, x1, y1 = (v / (SIZE - 1) for v in self.CHIP_BOX)
-        n = tf.shape(fake)[0]
-        boxes = tf.tile([[y0, x0, y1, x1]], [n, 1])
-
-        def embed(img):
-            chip = tf.image.crop_and_resize(tf.cast(img, "float32"), boxes, tf.range(n), (150, 150))
-            return self.embedder(chip)
-
-        # epsilon: the gradient of a norm is undefined at 0
-        dist = tf.sqrt(tf.reduce_sum(tf.square(embed(fake) - tf.stop_gradient(embed(y))), -1) + 1e-8)
-        yaw = tf.abs(tf.gather(tf.constant(YAWS, "float32"), yaw_index))
-        return tf.reduce_mean(dist * yaw / self.MEAN_SIDE_YAW)
-
     def train_step(self, data):
         x, y = data["x"], data["y"]
         with tf.GradientTape() as gt, tf.GradientTape() as dt:
@@ -666,11 +660,8 @@ class Pix2Pix(Frontalizer):
             fake_logits = self._disc(x, fake, True)
             l1 = tf.reduce_mean(tf.abs(fake - y))
             g_adv = _adv_loss(fake_logits, True)
-            g_loss = self.l1_weight * l1 + g_adv
             extra = {}
-            if self.id_weight > 0:
-                extra["id"] = self._identity_loss(fake, y, data["yaw"])
-                g_loss += self.id_weight * extra["id"]
+            g_loss = self._with_identity(self.l1_weight * l1 + g_adv, extra, fake, y)
             d_loss = 0.5 * (_adv_loss(real_logits, True) + _adv_loss(fake_logits, False))
             g_scaled, d_scaled = self._scale(g_loss), self._scale(d_loss)
         g_vars, d_vars = self.generator.trainable_variables, self.discriminator.trainable_variables
@@ -696,8 +687,8 @@ class EdgeGAN(Pix2Pix):
 
     kind = "edge"
 
-    def __init__(self, width=1.0, l1_weight=100.0, lr=2e-4, id_weight=0.0, **kw):
-        super().__init__(edge_generator(width), patchgan(base=32), l1_weight, lr, id_weight, **kw)
+    def __init__(self, width=1.0, l1_weight=100.0, lr=2e-4, **kw):
+        super().__init__(edge_generator(width), patchgan(base=32), l1_weight, lr, **kw)
 
 
 class CVAE(Frontalizer):
@@ -733,11 +724,12 @@ class CVAE(Frontalizer):
             fake = self.decoder([z, front], training=True)
             rec_front = tf.reduce_mean(tf.abs(fake - y))
             kl = -0.5 * tf.reduce_mean(tf.reduce_sum(1 + logvar - tf.square(mu) - tf.exp(logvar), -1))
-            loss = rec_side + rec_front + self.beta * kl
+            logs = {}
+            loss = self._with_identity(rec_side + rec_front + self.beta * kl, logs, fake, y)
             scaled = self._scale(loss)
         v = self._opt_vars("g_opt")
         self.g_opt.apply_gradients(zip(tape.gradient(scaled, v), v))
-        return {"loss": loss, "l1": rec_front, "rec_side": rec_side, "kl": kl}
+        return {"loss": loss, "l1": rec_front, "rec_side": rec_side, "kl": kl, **logs}
 
 
 def patch_discriminator(base: int = 32, name: str = "patch_discriminator") -> keras.Model:
@@ -772,11 +764,10 @@ class GeoGAN(Frontalizer):
 
     def __init__(self, width=1.0, l1_weight=20.0, id_weight=3.0, adv_weight=0.5, lr=2e-4, id_net=None,
                  id_table=None, **kw):
-        super().__init__(**kw)
+        super().__init__(id_net=id_net, id_weight=id_weight, **kw)
         self.generator = geo_generator(width)
         self.discriminator = patch_discriminator()
-        self.l1_weight, self.id_weight, self.adv_weight = l1_weight, id_weight, adv_weight
-        self.id_net = id_net if id_weight > 0 else None
+        self.l1_weight, self.adv_weight = l1_weight, adv_weight
         self.id_table = None if id_table is None else tf.constant(id_table, "float32")
         self.g_opt = keras.optimizers.Adam(lr, beta_1=0.5)
         self.d_opt = keras.optimizers.Adam(lr, beta_1=0.5)
@@ -820,10 +811,8 @@ class GeoGAN(Frontalizer):
                 g_adv = d_loss = tf.zeros_like(l1)
             logs = {"l1": l1, "g_adv": g_adv}
             if self.id_net is not None:
-                target = tf.stop_gradient(self._id_targets(y, idt))
-                ident = tf.reduce_mean(1.0 - tf.reduce_sum(self.id_net(fake) * target, -1))
-                g_loss += self.id_weight * ident
-                logs["id"] = ident
+                logs["id"] = self._identity(fake, self._id_targets(y, idt))
+                g_loss += self.id_weight * logs["id"]
             g_scaled, d_scaled = self._scale(g_loss), self._scale(d_loss)
         g_vars, d_vars = self.generator.trainable_variables, self.discriminator.trainable_variables
         self.g_opt.apply_gradients(zip(gt.gradient(g_scaled, g_vars), g_vars))

@@ -42,8 +42,8 @@ PROFILES = {
 LOG_EVERY = 10  # steps between lines of steps.jsonl
 
 
-# Identity-loss weight per profile and model when --id-weight is not given (see EdgeGAN /
-# Pix2Pix._identity_loss). Without face-api's weights the profile default is dropped with a note.
+# Identity-loss weight per profile and model when --id-weight is not given (Frontalizer._identity:
+# 1 - cosine of --id-net embeddings). Without the network's weights the default is dropped with a note.
 PROFILE_ID_WEIGHT = {"fast": {"edge": 20.0, "geo": 1.0}, "full": {"edge": 20.0, "pix2pix": 20.0, "geo": 1.0}}
 
 
@@ -293,33 +293,29 @@ def train(args) -> dict:
         kw = {"width": args.width} if args.model in ("edge", "geo") else {}
         if args.model == "geo":
             kw.update(adv_weight=args.adv_weight, lr=args.lr)
-            if args.id_net == "none":
-                args.id_weight = 0.0
-            else:
-                from .id_nets import cfp_identity_table, identity_network
-
-                kw["id_net"] = identity_network(args.id_net)
-                kw["id_table"] = cfp_identity_table(kw["id_net"], manifest, "train")
         if args.model == "autoencoder" and args.vggface_weights is not None:
             kw["weights"] = args.vggface_weights or None  # "" = random weights, as for pix2pix
         if args.model == "pix2pix" and args.vggface_weights is not None:
             from .models import vgg_unet
 
             kw["generator"] = vgg_unet("transpose", "vgg_unet_pix2pix", args.vggface_weights or None)
-        if args.id_weight is None:
-            args.id_weight = PROFILE_ID_WEIGHT[args.profile].get(args.model, 0.0)
-            if args.id_weight and args.model != "geo":
-                from .identity import faceapi_dir
-
-                try:
-                    faceapi_dir()
-                except FileNotFoundError as e:
-                    print(f"training without the identity loss: {e}", flush=True)
-                    args.id_weight = 0.0
+        explicit = args.id_weight is not None
+        if args.id_net == "none" or not explicit:
+            args.id_weight = 0.0 if args.id_net == "none" else PROFILE_ID_WEIGHT[args.profile].get(args.model, 0.0)
         if args.id_weight:
-            if args.model not in ("edge", "pix2pix", "geo"):
-                raise SystemExit(f"--id-weight applies to edge and pix2pix, not {args.model}")
+            from .id_nets import cfp_identity_table, identity_network
+
+            try:
+                kw["id_net"] = identity_network(args.id_net)
+            except FileNotFoundError as e:  # a profile's default is dropped with a note, --id-weight is not
+                if explicit:
+                    raise SystemExit(f"--id-weight {args.id_weight}: {e}")
+                print(f"training without the identity loss: {e}", flush=True)
+                args.id_weight = 0.0
+        if args.id_weight:
             kw["id_weight"] = args.id_weight
+            if args.model == "geo":
+                kw["id_table"] = cfp_identity_table(kw["id_net"], manifest, "train")
         model = MODELS[args.model](**kw)
         model.compile()
         model.build_optimizers()
@@ -376,7 +372,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, choices=["autoencoder", "pix2pix", "dcgan", "cvae", "edge", "geo"])
     ap.add_argument("--id-net", default="mobileface", choices=["mobileface", "mobilefacenet", "dlib", "none"],
-                    help="geo: the recognizer of the identity loss (default mobileface, EER 8.8 %% on CFP; mobilefacenet separates people poorly, EER 32 %%; the evaluation "
+                    help="the recognizer of the identity loss (default mobileface, EER 8.8 %% on CFP; mobilefacenet separates people poorly, EER 32 %%; the evaluation "
                          "judges with faceres and dlib, never with the loss's network)")
     ap.add_argument("--adv-weight", type=float, default=0.05,
                     help="geo: weight of the adversarial loss (0.5 let the discriminator win within 750 CPU "
@@ -393,9 +389,8 @@ def parse_args(argv=None):
     ap.add_argument("--vggface-weights", help="keras-vggface notop .h5 (default: the keras-vggface cache path)")
     ap.add_argument("--val-limit", type=int, default=256, help="validation pairs per epoch")
     ap.add_argument("--id-weight", type=float,
-                    help="weight of the identity loss (dlib face-descriptor distance, prediction vs "
-                         "frontal; needs face-api's weights, see training/identity.py); edge, pix2pix "
-                         "(default: the profile's, PROFILE_ID_WEIGHT)")
+                    help="weight of the identity loss, 1 - cosine between --id-net embeddings of output and "
+                         "target, any model (default: the profile's, PROFILE_ID_WEIGHT)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--cpu-replicas", type=int, default=0, help="split the CPU into N devices (tests)")
     ap.add_argument("--precision", choices=["auto", "bfloat16", "float32"], default="auto",
