@@ -44,7 +44,9 @@ LOG_EVERY = 10  # steps between lines of steps.jsonl
 
 # Identity-loss weight per profile and model when --id-weight is not given (Frontalizer._identity:
 # 1 - cosine of --id-net embeddings). Without the network's weights the default is dropped with a note.
-PROFILE_ID_WEIGHT = {"fast": {"edge": 20.0, "geo": 1.0}, "full": {"edge": 20.0, "pix2pix": 20.0, "geo": 1.0}}
+# Seed models: about 0.7 x their pixel term at the start (models/SEED_MODELS.md, "Identity loss").
+SEED_ID_WEIGHT = {"pix2pix": 30.0, "dcgan": 30.0, "autoencoder": 0.1, "cvae": 0.5}
+PROFILE_ID_WEIGHT = {"fast": {"edge": 20.0, "geo": 1.0, **SEED_ID_WEIGHT}, "full": {"edge": 20.0, "geo": 1.0, **SEED_ID_WEIGHT}}
 
 
 def make_strategy(cpu_replicas: int = 0, precision: str = "auto"):
