@@ -45,8 +45,8 @@ LOG_EVERY = 10  # steps between lines of steps.jsonl
 # Identity-loss weight per profile and model when --id-weight is not given (Frontalizer._identity:
 # 1 - cosine of --id-net embeddings). Without the network's weights the default is dropped with a note.
 # Seed models: about 0.7 x their pixel term at the start (models/SEED_MODELS.md, "Identity loss").
-SEED_ID_WEIGHT = {"pix2pix": 30.0, "dcgan": 30.0, "autoencoder": 0.1, "cvae": 0.5}
-PROFILE_ID_WEIGHT = {"fast": {"edge": 20.0, "geo": 1.0, **SEED_ID_WEIGHT}, "full": {"edge": 20.0, "geo": 1.0, **SEED_ID_WEIGHT}}
+ID_WEIGHT = {"edge": 20.0, "geo": 1.0, "pix2pix": 30.0, "dcgan": 30.0, "autoencoder": 0.1, "cvae": 0.5}
+PROFILE_ID_WEIGHT = {"fast": ID_WEIGHT, "full": ID_WEIGHT}  # one table today; a profile may differ
 
 
 def make_strategy(cpu_replicas: int = 0, precision: str = "auto"):
@@ -302,22 +302,24 @@ def train(args) -> dict:
 
             kw["generator"] = vgg_unet("transpose", "vgg_unet_pix2pix", args.vggface_weights or None)
         explicit = args.id_weight is not None
-        if args.id_net == "none" or not explicit:
-            args.id_weight = 0.0 if args.id_net == "none" else PROFILE_ID_WEIGHT[args.profile].get(args.model, 0.0)
+        if args.id_net == "none":
+            args.id_weight = 0.0
+        elif not explicit:
+            args.id_weight = PROFILE_ID_WEIGHT[args.profile].get(args.model, 0.0)
         if args.id_weight:
             from .id_nets import cfp_identity_table, identity_network
 
             try:
-                kw["id_net"] = identity_network(args.id_net)
+                id_net = identity_network(args.id_net)
             except FileNotFoundError as e:  # a profile's default is dropped with a note, --id-weight is not
                 if explicit:
                     raise SystemExit(f"--id-weight {args.id_weight}: {e}")
                 print(f"training without the identity loss: {e}", flush=True)
                 args.id_weight = 0.0
-        if args.id_weight:
-            kw["id_weight"] = args.id_weight
-            if args.model == "geo":
-                kw["id_table"] = cfp_identity_table(kw["id_net"], manifest, "train")
+            else:
+                kw.update(id_net=id_net, id_weight=args.id_weight)
+                if args.model == "geo":
+                    kw["id_table"] = cfp_identity_table(id_net, manifest, "train")
         model = MODELS[args.model](**kw)
         model.compile()
         model.build_optimizers()
