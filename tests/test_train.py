@@ -142,6 +142,43 @@ def test_identity_loss_trains_and_is_reported(model, manifest, tmp_path):
         assert h["loss"] > h["l1"] + h["rec_side"] + 10 * h["id"] - 1e-3  # + beta KL (positive)
 
 
+def test_gan_on_pooled_rows_and_who_may(manifest, pooled, tmp_path):
+    """The GANs also train on training.pooled's rows (wild profiles: identity loss only); the
+    autoencoder and CVAE do not, the geo model only does."""
+    from training.judges import human_models_dir
+
+    try:
+        human_models_dir()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    out = tmp_path / "edge"
+    r = train(parse_args(_args("edge", pooled, out, "--epochs", "1", "--id-weight", "10")))
+    assert r["steps"] == 3
+    h = _history(out)[0]
+    assert 0 < h["id"] <= 2 and math.isfinite(h["val_l1"])
+    with pytest.raises(SystemExit, match="autoencoder: .*pooled"):
+        train(parse_args(_args("autoencoder", pooled, tmp_path / "a", "--epochs", "1")))
+    with pytest.raises(SystemExit, match="geo: .*pooled"):
+        train(parse_args(_args("geo", manifest, tmp_path / "g", "--epochs", "1")))
+
+
+def test_row_weights_leave_targetless_rows_out():
+    """Rows of pixel weight 0 (wild profiles, whose y is the profile itself) add nothing to the
+    pixel L1 nor to the discriminator's real pairs."""
+    import tensorflow as tf
+
+    from training.models import SIZE, Frontalizer, _adv_loss
+
+    rng = np.random.default_rng(0)
+    fake, y = (tf.constant(rng.uniform(-1, 1, (2, SIZE, SIZE, 3)), tf.float32) for _ in range(2))
+    w = tf.constant([1.0, 0.0])
+    l1 = Frontalizer._pixel_l1(fake, {"y": y, "w": w})
+    np.testing.assert_allclose(float(l1), float(tf.reduce_mean(tf.abs(fake[:1] - y[:1]))), rtol=1e-4)
+    logits = tf.constant(rng.normal(0, 2, (2, 8, 8, 1)), tf.float32)
+    np.testing.assert_allclose(float(_adv_loss(logits, True, w)), float(_adv_loss(logits[:1], True)), rtol=1e-5)
+    assert float(_adv_loss(logits, True, w)) != pytest.approx(float(_adv_loss(logits, True)))
+
+
 def test_identity_loss_without_its_weights(manifest, tmp_path, monkeypatch, capsys):
     """A profile's default identity loss is dropped with a note; an explicit --id-weight is an error."""
     from training import judges

@@ -514,9 +514,15 @@ def cvae_frontalizer(encoder: keras.Model, decoder: keras.Model) -> keras.Model:
 
 
 # ----------------------------------------------------------------------------- trainable wrappers
-def _adv_loss(logits, real: bool):
+def _adv_loss(logits, real: bool, rows=None):
+    """Mean sigmoid cross-entropy; with ``rows`` (per-row weights) only over rows whose weight is > 0."""
     labels = tf.ones_like(logits) if real else tf.zeros_like(logits)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits))
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels, logits)
+    if rows is None:
+        return tf.reduce_mean(ce)
+    per_row = tf.reduce_mean(tf.cast(ce, "float32"), axis=list(range(1, len(ce.shape))))
+    keep = tf.cast(rows > 0, "float32")
+    return tf.reduce_sum(per_row * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
 
 
 class Frontalizer(keras.Model):
@@ -524,7 +530,7 @@ class Frontalizer(keras.Model):
 
     kind = "base"
 
-    def __init__(self, id_net=None, id_weight=0.0, **kw):
+    def __init__(self, id_net=None, id_weight=0.0, id_table=None, **kw):
         super().__init__(**kw)
         # Optional identity loss, for every model: id_weight x (1 - cosine) between the identity
         # network's embeddings of output and target (``training.id_nets``; MobileFace by default,
@@ -532,18 +538,36 @@ class Frontalizer(keras.Model):
         # CPU budgets (models/SEED_MODELS.md). Not checkpointed: the network is frozen.
         self.id_weight = float(id_weight) if id_net is not None else 0.0
         self.id_net = id_net if self.id_weight > 0 else None
+        # Pooled data (training.pooled): (n, D) mean embeddings of the CFP identities, the identity
+        # target of rows with ``idt`` >= 0 (wild profiles have no pixel target).
+        self.id_table = None if id_table is None else tf.constant(id_table, "float32")
 
     def _identity(self, fake, target_embedding):
         """Mean (1 - cosine) of the output's embeddings against (stop-gradient) target embeddings."""
         e = self.id_net(tf.cast(fake, "float32"))
         return tf.reduce_mean(1.0 - tf.reduce_sum(e * tf.stop_gradient(target_embedding), -1))
 
-    def _with_identity(self, loss, logs, fake, y):
-        """loss + id_weight x identity(fake, y), the term logged as ``id``; loss unchanged without it."""
+    def _id_targets(self, y, idt=None):
+        own = self.id_net(tf.cast(y, "float32"))
+        if self.id_table is None or idt is None:
+            return own
+        table = tf.gather(self.id_table, tf.maximum(idt, 0))
+        return tf.where(tf.reshape(idt >= 0, [-1, 1]), table, own)
+
+    def _with_identity(self, loss, logs, fake, y, idt=None):
+        """loss + id_weight x identity(fake, target), the term logged as ``id``; loss unchanged without it."""
         if self.id_net is None:
             return loss
-        logs["id"] = self._identity(fake, self.id_net(tf.cast(y, "float32")))
+        logs["id"] = self._identity(fake, self._id_targets(y, idt))
         return loss + self.id_weight * logs["id"]
+
+    @staticmethod
+    def _pixel_l1(fake, data):
+        """Mean |fake - y|; on pooled data weighted per row by ``w`` (0: a wild profile, no target)."""
+        if "w" not in data:
+            return tf.reduce_mean(tf.abs(fake - data["y"]))
+        w = tf.reshape(data["w"], [-1, 1, 1, 1])
+        return tf.reduce_sum(w * tf.abs(fake - data["y"])) / (tf.reduce_sum(w) * SIZE * SIZE * 3 + 1e-6)
 
     def generate(self, x, yaw=None, training=False):
         return self.generator(x, training=training)
@@ -557,8 +581,7 @@ class Frontalizer(keras.Model):
         return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
     def test_step(self, data):
-        fake = self.generate(data["x"], data["yaw"])
-        return {"l1": tf.reduce_mean(tf.abs(fake - data["y"]))}
+        return {"l1": self._pixel_l1(self.generate(data["x"], data["yaw"]), data)}
 
     def optimizers(self) -> dict:
         return {"g_opt": self.g_opt}
@@ -658,11 +681,12 @@ class Pix2Pix(Frontalizer):
             fake = self.generator(x, training=True)
             real_logits = self._disc(x, y, True)
             fake_logits = self._disc(x, fake, True)
-            l1 = tf.reduce_mean(tf.abs(fake - y))
+            l1 = self._pixel_l1(fake, data)
             g_adv = _adv_loss(fake_logits, True)
             extra = {}
-            g_loss = self._with_identity(self.l1_weight * l1 + g_adv, extra, fake, y)
-            d_loss = 0.5 * (_adv_loss(real_logits, True) + _adv_loss(fake_logits, False))
+            g_loss = self._with_identity(self.l1_weight * l1 + g_adv, extra, fake, y, data.get("idt"))
+            # On pooled data a wild profile's y is the profile itself: not a real (input, frontal) pair.
+            d_loss = 0.5 * (_adv_loss(real_logits, True, data.get("w")) + _adv_loss(fake_logits, False))
             g_scaled, d_scaled = self._scale(g_loss), self._scale(d_loss)
         g_vars, d_vars = self.generator.trainable_variables, self.discriminator.trainable_variables
         self.g_opt.apply_gradients(zip(gt.gradient(g_scaled, g_vars), g_vars))
@@ -764,11 +788,10 @@ class GeoGAN(Frontalizer):
 
     def __init__(self, width=1.0, l1_weight=20.0, id_weight=3.0, adv_weight=0.5, lr=2e-4, id_net=None,
                  id_table=None, **kw):
-        super().__init__(id_net=id_net, id_weight=id_weight, **kw)
+        super().__init__(id_net=id_net, id_weight=id_weight, id_table=id_table, **kw)
         self.generator = geo_generator(width)
         self.discriminator = patch_discriminator()
         self.l1_weight, self.adv_weight = l1_weight, adv_weight
-        self.id_table = None if id_table is None else tf.constant(id_table, "float32")
         self.g_opt = keras.optimizers.Adam(lr, beta_1=0.5)
         self.d_opt = keras.optimizers.Adam(lr, beta_1=0.5)
 
@@ -781,24 +804,11 @@ class GeoGAN(Frontalizer):
     def generate(self, x, yaw=None, training=False):
         return self.generator([x, yaw], training=training)
 
-    def test_step(self, data):
-        fake = self.generate(data["x"], data["yaw"])
-        w = tf.reshape(data["w"], [-1, 1, 1, 1])
-        return {"l1": tf.reduce_sum(w * tf.abs(fake - data["y"])) / (tf.reduce_sum(w) * SIZE * SIZE * 3 + 1e-6)}
-
-    def _id_targets(self, y, idt):
-        own = self.id_net(y)
-        if self.id_table is None:
-            return own
-        table = tf.gather(self.id_table, tf.maximum(idt, 0))
-        return tf.where(tf.reshape(idt >= 0, [-1, 1]), table, own)
-
     def train_step(self, data):
-        x, y, yaw, w, idt, real = data["x"], data["y"], data["yaw"], data["w"], data["idt"], data["real"]
+        x, y, yaw, idt, real = data["x"], data["y"], data["yaw"], data["idt"], data["real"]
         with tf.GradientTape() as gt, tf.GradientTape() as dt:
             fake = self.generator([x, yaw], training=True)
-            w4 = tf.reshape(w, [-1, 1, 1, 1])
-            l1 = tf.reduce_sum(w4 * tf.abs(fake - y)) / (tf.reduce_sum(w) * SIZE * SIZE * 3 + 1e-6)
+            l1 = self._pixel_l1(fake, data)
             g_loss = self.l1_weight * l1
             gan = self.adv_weight > 0  # adv_weight 0: no discriminator pass at all (a third of a step)
             if gan:
@@ -810,9 +820,7 @@ class GeoGAN(Frontalizer):
             else:
                 g_adv = d_loss = tf.zeros_like(l1)
             logs = {"l1": l1, "g_adv": g_adv}
-            if self.id_net is not None:
-                logs["id"] = self._identity(fake, self._id_targets(y, idt))
-                g_loss += self.id_weight * logs["id"]
+            g_loss = self._with_identity(g_loss, logs, fake, y, idt)
             g_scaled, d_scaled = self._scale(g_loss), self._scale(d_loss)
         g_vars, d_vars = self.generator.trainable_variables, self.discriminator.trainable_variables
         self.g_opt.apply_gradients(zip(gt.gradient(g_scaled, g_vars), g_vars))

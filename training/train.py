@@ -47,6 +47,7 @@ LOG_EVERY = 10  # steps between lines of steps.jsonl
 # Seed models: about 0.7 x their pixel term at the start (models/SEED_MODELS.md, "Identity loss").
 ID_WEIGHT = {"edge": 20.0, "geo": 1.0, "pix2pix": 30.0, "dcgan": 30.0, "autoencoder": 0.1, "cvae": 0.5}
 PROFILE_ID_WEIGHT = {"fast": ID_WEIGHT, "full": ID_WEIGHT}  # one table today; a profile may differ
+POOLED_MODELS = {"geo", "pix2pix", "dcgan", "edge"}  # the models that train on training.pooled's rows
 
 
 def make_strategy(cpu_replicas: int = 0, precision: str = "auto"):
@@ -240,9 +241,13 @@ def train(args) -> dict:
         print(f"worker {worker_index} of {workers} ({'chief' if chief else 'writes to ' + run_dir}), "
               f"{n_rep} replicas in all, global batch {global_batch}", flush=True)
     pooled = manifest.get("kind") == "pooled"  # training.pooled: the geo generator's data
-    if pooled != (args.model == "geo"):
-        raise SystemExit("the geo model trains on a pooled manifest (python -m training.pooled), "
-                         "the other models on a paired one (python -m training.datasets)")
+    # The GANs also take it: wild CFP profiles add identities through the identity loss alone
+    # (pixel weight 0, left out of the discriminator's real pairs). The autoencoder and CVAE
+    # train on paired manifests only.
+    if (args.model == "geo" and not pooled) or (pooled and args.model not in POOLED_MODELS):
+        raise SystemExit(f"{args.model}: the geo model trains on a pooled manifest (python -m training.pooled), "
+                         f"{', '.join(sorted(POOLED_MODELS - {'geo'}))} on either, the others on a paired one "
+                         "(python -m training.datasets)")
 
     def distribute(make, batch=global_batch):
         """One pipeline per worker, per-replica batches, this worker's shard of the files."""
@@ -318,7 +323,7 @@ def train(args) -> dict:
                 args.id_weight = 0.0
             else:
                 kw.update(id_net=id_net, id_weight=args.id_weight)
-                if args.model == "geo":
+                if pooled:
                     kw["id_table"] = cfp_identity_table(id_net, manifest, "train")
         model = MODELS[args.model](**kw)
         model.compile()
