@@ -240,7 +240,7 @@ def train(args) -> dict:
     if workers > 1:
         print(f"worker {worker_index} of {workers} ({'chief' if chief else 'writes to ' + run_dir}), "
               f"{n_rep} replicas in all, global batch {global_batch}", flush=True)
-    pooled = manifest.get("kind") == "pooled"  # training.pooled: the geo generator's data
+    pooled = manifest.get("kind") == "pooled"  # training.pooled: the geo generator's data, and the GANs'
     # The GANs also take it: wild CFP profiles add identities through the identity loss alone
     # (pixel weight 0, left out of the discriminator's real pairs). The autoencoder and CVAE
     # train on paired manifests only.
