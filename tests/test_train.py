@@ -152,10 +152,12 @@ def test_gan_on_pooled_rows_and_who_may(manifest, pooled, tmp_path):
     except FileNotFoundError as e:
         pytest.skip(str(e))
     out = tmp_path / "edge"
-    r = train(parse_args(_args("edge", pooled, out, "--epochs", "1", "--id-weight", "10")))
+    r = train(parse_args(_args("edge", pooled, out, "--epochs", "1", "--id-weight", "10", "--sym-weight", "20")))
     assert r["steps"] == 3
     h = _history(out)[0]
-    assert 0 < h["id"] <= 2 and math.isfinite(h["val_l1"])
+    assert 0 < h["id"] <= 2 and 0 <= h["sym"] < 2 and math.isfinite(h["val_l1"])
+    with pytest.raises(SystemExit, match="--sym-weight: only dcgan, edge, pix2pix on a pooled manifest"):
+        train(parse_args(_args("edge", manifest, tmp_path / "e2", "--epochs", "1", "--sym-weight", "20")))
     with pytest.raises(SystemExit, match="autoencoder: .*pooled"):
         train(parse_args(_args("autoencoder", pooled, tmp_path / "a", "--epochs", "1")))
     with pytest.raises(SystemExit, match="geo: .*pooled"):
@@ -164,10 +166,10 @@ def test_gan_on_pooled_rows_and_who_may(manifest, pooled, tmp_path):
 
 def test_row_weights_leave_targetless_rows_out():
     """Rows of pixel weight 0 (wild profiles, whose y is the profile itself) add nothing to the
-    pixel L1 nor to the discriminator's real pairs."""
+    pixel L1 nor to the discriminator's real pairs; the symmetry loss sees those rows only."""
     import tensorflow as tf
 
-    from training.models import SIZE, Frontalizer, _adv_loss
+    from training.models import SIZE, Frontalizer, _adv_loss, symmetry_loss
 
     rng = np.random.default_rng(0)
     fake, y = (tf.constant(rng.uniform(-1, 1, (2, SIZE, SIZE, 3)), tf.float32) for _ in range(2))
@@ -177,6 +179,10 @@ def test_row_weights_leave_targetless_rows_out():
     logits = tf.constant(rng.normal(0, 2, (2, 8, 8, 1)), tf.float32)
     np.testing.assert_allclose(float(_adv_loss(logits, True, w)), float(_adv_loss(logits[:1], True)), rtol=1e-5)
     assert float(_adv_loss(logits, True, w)) != pytest.approx(float(_adv_loss(logits, True)))
+    mirrored = tf.concat([fake[:1], (fake[1:] + fake[1:, :, ::-1]) / 2], 0)  # row 1 symmetric, row 0 not
+    assert float(symmetry_loss(mirrored, w)) == pytest.approx(0.0, abs=1e-6)
+    assert float(symmetry_loss(mirrored, 1 - w)) > 0.5
+    assert float(symmetry_loss(fake, tf.constant([1.0, 1.0]))) == 0.0
 
 
 def test_identity_loss_without_its_weights(manifest, tmp_path, monkeypatch, capsys):

@@ -525,13 +525,24 @@ def _adv_loss(logits, real: bool, rows=None):
     return tf.reduce_sum(per_row * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
 
 
+def symmetry_loss(fake, w):
+    """Mean |fake - mirror(fake)| over the rows whose pixel weight ``w`` is 0 (0 when there are none)."""
+    per_row = tf.reduce_mean(tf.abs(tf.cast(fake, "float32") - tf.cast(fake[:, :, ::-1], "float32")), [1, 2, 3])
+    keep = tf.cast(w <= 0, "float32")
+    return tf.reduce_sum(per_row * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
+
+
 class Frontalizer(keras.Model):
     """Base: holds ``generator`` and the per-replica loss scaling for tf.distribute."""
 
     kind = "base"
 
-    def __init__(self, id_net=None, id_weight=0.0, id_table=None, **kw):
+    def __init__(self, id_net=None, id_weight=0.0, id_table=None, sym_weight=0.0, **kw):
         super().__init__(**kw)
+        # Pooled data: a wild profile has no pixel target, and with the identity loss alone the
+        # generator learns to copy the profile (seed5, models/SEED_MODELS.md). TP-GAN's symmetry loss
+        # on those rows, sym_weight x mean |fake - mirror(fake)|, asks for a frontal face instead.
+        self.sym_weight = float(sym_weight)
         # Optional identity loss, for every model: id_weight x (1 - cosine) between the identity
         # network's embeddings of output and target (``training.id_nets``; MobileFace by default,
         # never an evaluation judge). Without it the seed models collapse to one template face at
@@ -560,6 +571,13 @@ class Frontalizer(keras.Model):
             return loss
         logs["id"] = self._identity(fake, self._id_targets(y, idt))
         return loss + self.id_weight * logs["id"]
+
+    def _with_symmetry(self, loss, logs, fake, data):
+        """loss + sym_weight x symmetry of the outputs of rows without a pixel target (``w`` == 0)."""
+        if not self.sym_weight or "w" not in data:
+            return loss
+        logs["sym"] = symmetry_loss(fake, data["w"])
+        return loss + self.sym_weight * logs["sym"]
 
     @staticmethod
     def _pixel_l1(fake, data):
@@ -685,6 +703,7 @@ class Pix2Pix(Frontalizer):
             g_adv = _adv_loss(fake_logits, True)
             extra = {}
             g_loss = self._with_identity(self.l1_weight * l1 + g_adv, extra, fake, y, data.get("idt"))
+            g_loss = self._with_symmetry(g_loss, extra, fake, data)
             # On pooled data a wild profile's y is the profile itself: not a real (input, frontal) pair.
             d_loss = 0.5 * (_adv_loss(real_logits, True, data.get("w")) + _adv_loss(fake_logits, False))
             g_scaled, d_scaled = self._scale(g_loss), self._scale(d_loss)

@@ -248,6 +248,9 @@ def train(args) -> dict:
         raise SystemExit(f"{args.model}: the geo model trains on a pooled manifest (python -m training.pooled), "
                          f"{', '.join(sorted(POOLED_MODELS - {'geo'}))} on either, the others on a paired one "
                          "(python -m training.datasets)")
+    if args.sym_weight and not (pooled and args.model in POOLED_MODELS - {"geo"}):
+        raise SystemExit(f"--sym-weight: only {', '.join(sorted(POOLED_MODELS - {'geo'}))} on a pooled manifest "
+                         "have rows without a pixel target")
 
     def distribute(make, batch=global_batch):
         """One pipeline per worker, per-replica batches, this worker's shard of the files."""
@@ -300,6 +303,8 @@ def train(args) -> dict:
         kw = {"width": args.width} if args.model in ("edge", "geo") else {}
         if args.model == "geo":
             kw.update(adv_weight=args.adv_weight, lr=args.lr)
+        if args.sym_weight:
+            kw["sym_weight"] = args.sym_weight
         if args.model == "autoencoder" and args.vggface_weights is not None:
             kw["weights"] = args.vggface_weights or None  # "" = random weights, as for pix2pix
         if args.model == "pix2pix" and args.vggface_weights is not None:
@@ -400,6 +405,9 @@ def parse_args(argv=None):
     ap.add_argument("--id-weight", type=float,
                     help="weight of the identity loss, 1 - cosine between --id-net embeddings of output and "
                          "target, any model (default: the profile's, PROFILE_ID_WEIGHT)")
+    ap.add_argument("--sym-weight", type=float, default=0.0,
+                    help="pix2pix, dcgan, edge on a pooled manifest: weight of the symmetry loss on the rows "
+                         "without a pixel target (wild profiles), mean |output - its mirror|")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--cpu-replicas", type=int, default=0, help="split the CPU into N devices (tests)")
     ap.add_argument("--precision", choices=["auto", "bfloat16", "float32"], default="auto",
