@@ -142,7 +142,7 @@ def test_identity_loss_trains_and_is_reported(model, manifest, tmp_path):
         assert h["loss"] > h["l1"] + h["rec_side"] + 10 * h["id"] - 1e-3  # + beta KL (positive)
 
 
-def test_gan_on_pooled_rows_and_who_may(manifest, pooled, tmp_path):
+def test_gan_on_pooled_rows_and_who_may(manifest, pooled, tmp_path, capsys):
     """The GANs also train on training.pooled's rows (wild profiles: identity loss only); the
     autoencoder and CVAE do not, the geo model only does."""
     from training.judges import human_models_dir
@@ -158,6 +158,17 @@ def test_gan_on_pooled_rows_and_who_may(manifest, pooled, tmp_path):
     assert 0 < h["id"] <= 2 and 0 <= h["sym"] < 2 and math.isfinite(h["val_l1"])
     with pytest.raises(SystemExit, match="--sym-weight: only dcgan, edge, pix2pix on a pooled manifest"):
         train(parse_args(_args("edge", manifest, tmp_path / "e2", "--epochs", "1", "--sym-weight", "20")))
+    # resumed with the prior discriminator: it starts fresh once, then is checkpointed and restored
+    more = ("--id-weight", "10", "--prior-weight", "1", "--resume")
+    train(parse_args(_args("edge", pooled, out, "--epochs", "2", *more)))
+    assert "no prior discriminator" in capsys.readouterr().out
+    train(parse_args(_args("edge", pooled, out, "--epochs", "3", *more)))
+    assert "no prior discriminator" not in capsys.readouterr().out
+    h = _history(out)
+    assert [e.get("prior_adv") is None for e in h] == [True, False, False]
+    assert all(math.isfinite(e["prior_adv"]) and 0 < e["p_loss"] for e in h[1:])
+    with pytest.raises(SystemExit, match="--prior-weight: only"):
+        train(parse_args(_args("pix2pix", manifest, tmp_path / "p", "--epochs", "1", "--prior-weight", "1")))
     with pytest.raises(SystemExit, match="autoencoder: .*pooled"):
         train(parse_args(_args("autoencoder", pooled, tmp_path / "a", "--epochs", "1")))
     with pytest.raises(SystemExit, match="geo: .*pooled"):

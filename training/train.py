@@ -248,9 +248,10 @@ def train(args) -> dict:
         raise SystemExit(f"{args.model}: the geo model trains on a pooled manifest (python -m training.pooled), "
                          f"{', '.join(sorted(POOLED_MODELS - {'geo'}))} on either, the others on a paired one "
                          "(python -m training.datasets)")
-    if args.sym_weight and not (pooled and args.model in POOLED_MODELS - {"geo"}):
-        raise SystemExit(f"--sym-weight: only {', '.join(sorted(POOLED_MODELS - {'geo'}))} on a pooled manifest "
-                         "have rows without a pixel target")
+    for flag, value in (("--sym-weight", args.sym_weight), ("--prior-weight", args.prior_weight)):
+        if value and not (pooled and args.model in POOLED_MODELS - {"geo"}):
+            raise SystemExit(f"{flag}: only {', '.join(sorted(POOLED_MODELS - {'geo'}))} on a pooled manifest "
+                             "have rows without a pixel target")
 
     def distribute(make, batch=global_batch):
         """One pipeline per worker, per-replica batches, this worker's shard of the files."""
@@ -305,6 +306,8 @@ def train(args) -> dict:
             kw.update(adv_weight=args.adv_weight, lr=args.lr)
         if args.sym_weight:
             kw["sym_weight"] = args.sym_weight
+        if args.prior_weight:
+            kw["prior_weight"] = args.prior_weight
         if args.model == "autoencoder" and args.vggface_weights is not None:
             kw["weights"] = args.vggface_weights or None  # "" = random weights, as for pix2pix
         if args.model == "pix2pix" and args.vggface_weights is not None:
@@ -334,11 +337,10 @@ def train(args) -> dict:
         model.compile()
         model.build_optimizers()
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        ckpt = tf.train.Checkpoint(generator=model.generator, epoch=epoch,
-                                   **{k: v for k, v in [("discriminator", getattr(model, "discriminator", None)),
-                                                        ("encoder", getattr(model, "encoder", None)),
-                                                        ("decoder", getattr(model, "decoder", None))] if v is not None},
-                                   **model.optimizers())
+        ckpt_parts = {"generator": model.generator, "epoch": epoch, **model.optimizers(),
+                      **{k: getattr(model, k) for k in ("discriminator", "prior_discriminator", "encoder", "decoder")
+                         if hasattr(model, k)}}
+        ckpt = tf.train.Checkpoint(**ckpt_parts)
     print(describe(model.generator), flush=True)
     encoder = encoder_state(model.generator)
     removed = remove_checkpoint_leftovers(os.path.join(run_dir, "ckpt"))
@@ -348,7 +350,14 @@ def train(args) -> dict:
     # every worker restores the chief's checkpoint: the run folder must be on shared storage
     latest = tf.train.latest_checkpoint(os.path.join(args.out, "ckpt")) if args.resume else None
     if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
+        keys = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
+        if hasattr(model, "prior_discriminator") and "prior_discriminator" not in keys:
+            # a run resumed with --prior-weight for the first time: the new critic starts fresh
+            print("the checkpoint has no prior discriminator: it starts from random weights", flush=True)
+            tf.train.Checkpoint(**{k: v for k, v in ckpt_parts.items() if k not in ("prior_discriminator", "p_opt")}
+                                ).restore(latest).assert_existing_objects_matched()
+        else:
+            ckpt.restore(latest).assert_existing_objects_matched()
         print(f"resumed from {latest}: epoch {int(epoch.numpy())}, "
               f"step {int(model.g_opt.iterations.numpy())}", flush=True)
     elif args.resume:
@@ -408,6 +417,9 @@ def parse_args(argv=None):
     ap.add_argument("--sym-weight", type=float, default=0.0,
                     help="pix2pix, dcgan, edge on a pooled manifest: weight of the symmetry loss on the rows "
                          "without a pixel target (wild profiles), mean |output - its mirror|")
+    ap.add_argument("--prior-weight", type=float, default=0.0,
+                    help="pix2pix, dcgan, edge on a pooled manifest: weight of the adversarial loss of an "
+                         "unconditional discriminator of frontal photographs on the rows without a pixel target")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--cpu-replicas", type=int, default=0, help="split the CPU into N devices (tests)")
     ap.add_argument("--precision", choices=["auto", "bfloat16", "float32"], default="auto",
