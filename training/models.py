@@ -541,7 +541,8 @@ class Frontalizer(keras.Model):
         super().__init__(**kw)
         # Pooled data: a wild profile has no pixel target, and with the identity loss alone the
         # generator learns to copy the profile (seed5, models/SEED_MODELS.md). TP-GAN's symmetry loss
-        # on those rows, sym_weight x mean |fake - mirror(fake)|, asks for a frontal face instead.
+        # on those rows, sym_weight x mean |fake - mirror(fake)|, asks for a frontal face instead
+        # (alone it gave one symmetric mask for everyone; with ``prior_weight`` see Pix2Pix).
         self.sym_weight = float(sym_weight)
         # Optional identity loss, for every model: id_weight x (1 - cosine) between the identity
         # network's embeddings of output and target (``training.id_nets``; MobileFace by default,
