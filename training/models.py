@@ -520,16 +520,20 @@ def _adv_loss(logits, real: bool, rows=None):
     ce = tf.nn.sigmoid_cross_entropy_with_logits(labels, logits)
     if rows is None:
         return tf.reduce_mean(ce)
-    per_row = tf.reduce_mean(tf.cast(ce, "float32"), axis=list(range(1, len(ce.shape))))
-    keep = tf.cast(rows > 0, "float32")
+    return _mean_of_rows(tf.cast(ce, "float32"), rows > 0)
+
+
+def _mean_of_rows(values, keep):
+    """Mean of each row of ``values`` (batch first), averaged over the rows where ``keep``; 0 if none."""
+    per_row = tf.reduce_mean(values, axis=list(range(1, len(values.shape))))
+    keep = tf.cast(keep, "float32")
     return tf.reduce_sum(per_row * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
 
 
 def symmetry_loss(fake, w):
     """Mean |fake - mirror(fake)| over the rows whose pixel weight ``w`` is 0 (0 when there are none)."""
-    per_row = tf.reduce_mean(tf.abs(tf.cast(fake, "float32") - tf.cast(fake[:, :, ::-1], "float32")), [1, 2, 3])
-    keep = tf.cast(w <= 0, "float32")
-    return tf.reduce_sum(per_row * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
+    fake = tf.cast(fake, "float32")
+    return _mean_of_rows(tf.abs(fake - fake[:, :, ::-1]), w <= 0)
 
 
 class Frontalizer(keras.Model):
@@ -701,8 +705,8 @@ class Pix2Pix(Frontalizer):
         return {"g_opt": self.g_opt, "d_opt": self.d_opt, **extra}
 
     def _opt_vars(self, name):
-        return {"g_opt": self.generator, "d_opt": self.discriminator,
-                "p_opt": getattr(self, "prior_discriminator", None)}[name].trainable_variables
+        net = {"g_opt": "generator", "d_opt": "discriminator", "p_opt": "prior_discriminator"}[name]
+        return getattr(self, net).trainable_variables
 
     def _disc(self, x, img, training):
         return self.discriminator([x, img], training=training)
