@@ -155,9 +155,9 @@ eval-frontal: setup $(HUMAN_MODELS)
 DET_PASSES ?= bf-short bf-short-p25 bf-short-p50 bf-full bf-full-p50 bf-back bf-back-p25 mtcnn mtcnn-p25 hog-s240-p25
 bench-detect: setup
 	@for s in cfp400 multipie30 multipie137 samples; do \
-	  nice -n 10 $(PY) -m benchmarks.detection_rate collect --set $$s --passes $(DET_PASSES) || exit 1; done
-	$(PY) -m benchmarks.detection_rate report
-	$(PY) -m benchmarks.detection_rate timing
+	  nice -n 10 $(PY) -m benchmarks.detection_report collect --set $$s --passes $(DET_PASSES) || exit 1; done
+	$(PY) -m benchmarks.detection_report report
+	$(PY) -m benchmarks.detection_report timing
 
 clean:
 	rm -rf out artifacts/bench_models .pytest_cache

@@ -6,9 +6,7 @@
   tf2onnx (checked against LiteRT on the same input) so that one runtime, onnxruntime-web, runs
   every model; the candidate passes of runtime/detectors.py that use them;
 - the pose network: runtime/assets/posenet.onnx (the runtime's own file);
-- the generator: runtime/assets/frontalizer.onnx (the shipped model) or, when absent, a freshly
-  built training.models.geo_generator() (untrained: its geometric stage alone) exported with
-  export.convert;
+- the generator: runtime/assets/frontalizer.onnx (the shipped model) or the ONNX file --model names;
 - models/model.json: both models' metadata ("frontalize" in their ONNX metadata_props), plus the
   crop pipeline's constants read from runtime.detectors, runtime.pose and runtime.detect
   (detector passes, box conventions, score calibrations, merge rules, pass scales, canonical
@@ -48,9 +46,6 @@ ORT_FILES = ["ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-w
 ASSETS = os.environ.get("FRONTALIZE_ASSETS") or os.path.join(ROOT, "runtime", "assets")
 SHIPPED = os.path.join(ASSETS, "frontalizer.onnx")
 POSENET = os.path.join(ASSETS, "posenet.onnx")
-# the code that defines the untrained fallback generator (its export is cached on their hash)
-GEO_SOURCES = [os.path.join(ROOT, *p) for p in (("training", "models.py"), ("training", "face_prior.py"),
-                                                ("training", "assets", "mean_face_mesh.npy"), ("export", "convert.py"))]
 CACHE = os.path.join(ROOT, "build", "android_demo")  # conversions reused between builds
 
 
@@ -134,29 +129,10 @@ def detector_info() -> tuple[dict, list[str]]:
 
 def generator_onnx(model: str | None) -> tuple[str, str]:
     """(path, source description) of the generator ONNX to ship."""
-    if model:
-        return model, os.path.relpath(model, ROOT)
-    if os.path.exists(SHIPPED):
-        return SHIPPED, os.path.relpath(SHIPPED, ROOT)
-    key = hashlib.sha256("".join(sha256(p) for p in GEO_SOURCES).encode()).hexdigest()[:12]
-    out = os.path.join(CACHE, f"geo_untrained_{key}", "geo.onnx")
-    if not os.path.exists(out):
-        print(f"{os.path.relpath(SHIPPED, ROOT)} absent: exporting a fresh geo_generator() (untrained)")
-        import keras
-
-        from export.convert import export_model
-        from runtime.model_meta import default_meta, write_sidecar
-        from training.models import geo_generator
-
-        keras.utils.set_random_seed(0)
-        with tempfile.TemporaryDirectory() as tmp:
-            kpath = os.path.join(tmp, "generator.keras")
-            geo_generator().save(kpath)
-            write_sidecar(kpath, default_meta("geo"))
-            got = export_model(kpath, ["onnx"], os.path.dirname(out))["onnx"]
-        if os.path.abspath(got) != os.path.abspath(out):
-            os.replace(got, out)
-    return out, "geo_generator() untrained: its geometric frontal only (no runtime/assets/frontalizer.onnx yet)"
+    path = model or SHIPPED
+    if not os.path.exists(path):
+        raise ModelError(f"{path}: no such generator (pass --model PATH, an ONNX export of a generator)")
+    return path, os.path.relpath(path, ROOT)
 
 
 def analyzer_default(name: str):
@@ -187,7 +163,7 @@ def pose_info(path: str) -> dict:
             "min_face": analyzer_default("min_face")}
 
 
-def draw_icon(size: int, maskable: bool) -> "Image.Image":
+def draw_icon(size: int, maskable: bool):
     """A side face turning into a frontal face, drawn at 512 px and resized."""
     from PIL import Image, ImageDraw
 
@@ -278,8 +254,7 @@ def build(out: str, model: str | None, pose: str | None = None) -> dict:
 def main():
     ap = argparse.ArgumentParser(description="Build the offline web demo (android_demo/dist).")
     ap.add_argument("--out", default=os.path.join(HERE, "dist"))
-    ap.add_argument("--model", help="generator ONNX to ship (default: runtime/assets/frontalizer.onnx, "
-                                    "else an untrained geo_generator export)")
+    ap.add_argument("--model", help="generator ONNX to ship (default: runtime/assets/frontalizer.onnx)")
     ap.add_argument("--pose", help="pose network ONNX (default: runtime/assets/posenet.onnx)")
     args = ap.parse_args()
     try:

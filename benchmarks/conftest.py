@@ -11,6 +11,7 @@ the bundled sample. Exports are redone when the source file changes (size + mtim
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -36,8 +37,6 @@ VIDEO_FRAMES = 150
 
 def calibration_crops(n: int = 64) -> tuple[np.ndarray, str]:
     """Real crops for int8 calibration, never from the test identities (044-049)."""
-    import glob
-
     from runtime.image_io import load_image
 
     files = sorted(glob.glob(os.path.join(DATA, "04[23]", "*.jpg")))
@@ -58,8 +57,6 @@ def geo_calibration(n: int = 64) -> tuple[np.ndarray, np.ndarray, str]:
 
         imgs, yaws = validation_crops(pooled, "val", n=n)
         return imgs, yaws, f"pooled manifest, validation identities ({len(imgs)} crops)"
-    import glob
-
     from runtime.detect import FaceAnalyzer
     from runtime.image_io import load_image
 
@@ -75,8 +72,9 @@ def _stamp(path: str) -> dict:
 
     st = os.stat(path)
     code = hashlib.sha256()
-    for src in ("training/models.py", "export/convert.py"):
-        with open(os.path.join(ROOT, src), "rb") as f:
+    sources = sorted(glob.glob(os.path.join(ROOT, "training", "models", "*.py")))
+    for src in sources + [os.path.join(ROOT, "runtime", "keras_layers.py"), os.path.join(ROOT, "export", "convert.py")]:
+        with open(src, "rb") as f:
             code.update(f.read())
     return {"source": path, "size": st.st_size, "mtime": st.st_mtime, "code": code.hexdigest()[:16]}
 
@@ -173,7 +171,7 @@ import json, resource, sys
 import numpy as np
 path, engine, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if engine == "keras":
-    import tensorflow, keras, training.models
+    import tensorflow, keras, runtime.keras_layers
 elif engine == "onnx":
     import onnxruntime
 else:

@@ -103,7 +103,7 @@ def worker_startup_cpu(image: str) -> float:
     """CPU seconds of a fresh worker process: imports, FaceAnalyzer, one image cropped (models
     load on first use). The 2-worker rows pay this twice, over only a few hundred images."""
     code = ("import sys, tempfile, os; sys.path.insert(0, sys.argv[1]); from training import prepare as p; "
-            "p._init_worker({'detector': 'auto', 'size': 128, 'min_face': 24}); "
+            "p.init_worker({'detector': 'auto', 'size': 128, 'min_face': 24}); "
             "d = tempfile.mkdtemp(); r = p.crop_one(sys.argv[2], os.path.join(d, 'x.jpg'), 'x.jpg'); "
             "assert r['ok'], r")
     c0 = _cpu()

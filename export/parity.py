@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from runtime.errors import ModelError
+from runtime.errors import ModelError, first_line
 from runtime.image_io import atomic_write_bytes
 
-from .convert import N_YAWS, _first_line, to_float_inputs
+from .convert import to_float_inputs
 
 LITERT_THREADS = 2
 
@@ -44,7 +44,7 @@ class Runner:
         try:
             self.sess = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise ModelError(f"{self.path}: not a valid ONNX model ({_first_line(e)})") from None
+            raise ModelError(f"{self.path}: not a valid ONNX model ({first_line(e)})") from None
         self.n_inputs = len(self.sess.get_inputs())
         self.batch = None
 
@@ -55,7 +55,7 @@ class Runner:
             self.it = Interpreter(model_path=self.path, num_threads=threads)
             self.it.allocate_tensors()
         except Exception as e:
-            raise ModelError(f"{self.path}: not a valid TFLite model ({_first_line(e)})") from None
+            raise ModelError(f"{self.path}: not a valid TFLite model ({first_line(e)})") from None
         self.ins, self.outs = self.it.get_input_details(), self.it.get_output_details()
         self.n_inputs = len(self.ins)
         b = int(self.ins[0]["shape_signature"][0])

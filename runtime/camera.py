@@ -243,7 +243,7 @@ class Outputs:
             os.replace(self.part_path, self.video_path)
 
 
-def _has_gui() -> bool:
+def has_gui() -> bool:
     info = cv2.getBuildInformation()
     line = next((l for l in info.splitlines() if l.strip().startswith("GUI:")), "GUI: NONE")
     return "NONE" not in line
@@ -384,7 +384,7 @@ def main(argv=None) -> int:
     if args.headless and not args.out:
         print("error: --headless needs --out DIR", file=sys.stderr)
         return 2
-    if not args.headless and not _has_gui():
+    if not args.headless and not has_gui():
         print("error: this OpenCV build has no GUI (opencv-python-headless): use --headless --out DIR, "
               "or install opencv-python for a window", file=sys.stderr)
         return 2

@@ -16,13 +16,13 @@ Yaw: degrees, positive = nose towards the image's right (multipie30's camera tab
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .assets import asset
+from .detectors import PRESETS, CandidateDetector
 from .pose import PoseNet, REFINE_SCALE, crop, square_bbox, square_corners
 
 MIN_SCORE = 0.5  # pose-network face score below which a candidate is not a face
@@ -68,15 +68,6 @@ class Face:
         return square_corners(self.square)
 
 
-def _dlib_cnn_path() -> str:
-    import importlib.util
-
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None:
-        raise FileNotFoundError("face-recognition-models is not installed")
-    return os.path.join(list(spec.submodule_search_locations)[0], "models", "mmod_human_face_detector.dat")
-
-
 class FaceAnalyzer:
     """``detector``: a ``runtime.detectors.PRESETS`` name: ``default`` (BlazeFace short, back-camera and
     full-range, MTCNN; for photos) or ``fast`` (the two BlazeFace passes; the camera loop)."""
@@ -85,8 +76,6 @@ class FaceAnalyzer:
 
     def __init__(self, detector: str = "default", crop_size: int = 128, min_face: int = 24, threads: int = 2,
                  pose_model: str | None = None, min_score: float = MIN_SCORE):
-        from .detectors import PRESETS, CandidateDetector
-
         detector = {"auto": "default", "cascade": "default"}.get(detector, detector)
         if detector not in PRESETS:
             raise ValueError(f"detector must be one of {sorted(PRESETS)}")

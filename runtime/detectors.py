@@ -62,15 +62,23 @@ class DlibHog:
         return [(np.array([d.left(), d.top(), d.right(), d.bottom()], float), float(s)) for d, s in zip(dets, scores)]
 
 
+def dlib_cnn_path() -> str:
+    """face-recognition-models' MMOD detector file (the benchmarks' dlib CNN pass)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        raise FileNotFoundError("face-recognition-models is not installed")
+    return os.path.join(list(spec.submodule_search_locations)[0], "models", "mmod_human_face_detector.dat")
+
+
 class DlibCnn:
     """dlib's MMOD CNN face detector (face-recognition-models' mmod_human_face_detector.dat)."""
 
     def __init__(self, upsample: int = 0):
         import dlib
 
-        from .detect import _dlib_cnn_path
-
-        self.det, self.upsample = dlib.cnn_face_detection_model_v1(_dlib_cnn_path()), upsample
+        self.det, self.upsample = dlib.cnn_face_detection_model_v1(dlib_cnn_path()), upsample
 
     def __call__(self, rgb):
         return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], float), float(d.confidence))
@@ -150,7 +158,7 @@ def square_fix(box: np.ndarray, fix=(0.0, 0.0, 1.0)) -> np.ndarray:
 
 # Per pass (dx, dy, scale) onto the common square (the face from brow to chin, cheek to cheek:
 # the box of CFP's fiducials, see benchmarks/detection_rate.py): medians over the hits on cfp400
-# ids 001-350, frontal and profile averaged. Printed by ``python -m benchmarks.detection_rate report``.
+# ids 001-350, frontal and profile averaged. Printed by ``python -m benchmarks.detection_report report``.
 BOX_FIX: dict[str, tuple[float, float, float]] = {
     "bf-short-p25": (-0.004, 0.063, 0.904),
     "bf-short-p50": (0.0, 0.064, 0.9),

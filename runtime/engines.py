@@ -24,8 +24,8 @@ import os
 import cv2
 import numpy as np
 
-from .errors import ModelError
-from .model_meta import read_meta
+from .errors import ModelError, first_line
+from .model_meta import read_meta, require_regular_file
 
 ENGINES = ("onnx", "tflite", "keras")
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -135,12 +135,7 @@ def onnx_session(path: str, threads: int = 2, providers=None):
     try:
         return ort.InferenceSession(path, so, providers=onnx_providers(providers, threads))
     except Exception as e:
-        raise ModelError(f"{path}: cannot load ONNX model ({_first_line(e)})") from None
-
-
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return (s.splitlines()[0] if s else type(e).__name__)[:200]
+        raise ModelError(f"{path}: cannot load ONNX model ({first_line(e)})") from None
 
 
 def engine_for(path: str) -> str:
@@ -152,7 +147,7 @@ def engine_for(path: str) -> str:
 
 
 class Engine:
-    """Base: metadata-driven pre/post-processing around ``_infer`` (float in, float out)."""
+    """Base: metadata-driven pre/post-processing around ``infer`` (float in, float out)."""
 
     name = "?"
 
@@ -239,14 +234,14 @@ class Engine:
         except ModelError as e:
             raise ModelError(f"{e} (self-check at load)") from None
         except Exception as e:
-            raise ModelError(f"{self.path}: self-check inference failed ({_first_line(e)})") from None
+            raise ModelError(f"{self.path}: self-check inference failed ({first_line(e)})") from None
 
     def run_float(self, x: np.ndarray, yaw=None) -> np.ndarray:
         """Model-range float32 NHWC in -> model-range float32 out (no pre/post-processing)."""
         oh = self.yaw_onehot(yaw, len(x)) if self.needs_yaw else None
-        return self._infer(x, oh)
+        return self.infer(x, oh)
 
-    def _infer(self, x: np.ndarray, yaw_onehot: np.ndarray | None) -> np.ndarray:
+    def infer(self, x: np.ndarray, yaw_onehot: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -270,11 +265,11 @@ class OnnxEngine(Engine):
         self.np_type = np.float16 if self.image_in.type == "tensor(float16)" else np.float32
         self.out_name = self.sess.get_outputs()[0].name
 
-    def _infer(self, x, yaw_onehot):
+    def infer(self, x, yaw_onehot):
         if self.batch and len(x) != self.batch:
             if len(x) % self.batch:
                 raise ModelError(f"{self.path}: fixed batch {self.batch} does not divide {len(x)} faces")
-            return np.concatenate([self._infer(x[i:i + self.batch], None if yaw_onehot is None
+            return np.concatenate([self.infer(x[i:i + self.batch], None if yaw_onehot is None
                                                else yaw_onehot[i:i + self.batch]) for i in range(0, len(x), self.batch)])
         feed = {self.image_in.name: x.astype(self.np_type, copy=False)}
         if self.yaw_in is not None:
@@ -294,7 +289,7 @@ class TFLiteEngine(Engine):
             self.interp = Interpreter(model_path=path, num_threads=threads)
             self.interp.allocate_tensors()
         except Exception as e:  # LiteRT raises ValueError/RuntimeError on bad files
-            raise ModelError(f"{path}: cannot load TFLite model ({_first_line(e)})") from None
+            raise ModelError(f"{path}: cannot load TFLite model ({first_line(e)})") from None
         self.providers = [f"LiteRT/XNNPACK x{threads}"]
         ins = self.interp.get_input_details()
         self.image_in = next((d for d in ins if len(d["shape"]) == 4), None)
@@ -331,10 +326,10 @@ class TFLiteEngine(Engine):
         self.interp.allocate_tensors()
         self.batch = n
 
-    def _infer(self, x, yaw_onehot):
+    def infer(self, x, yaw_onehot):
         n = len(x)
         if n != self.batch and not self.dynamic_batch:  # fixed batch (usually 1): one at a time
-            return np.concatenate([self._infer(x[i:i + self.batch], None if yaw_onehot is None
+            return np.concatenate([self.infer(x[i:i + self.batch], None if yaw_onehot is None
                                                else yaw_onehot[i:i + self.batch]) for i in range(0, n, self.batch)])
         if n != self.batch:
             self._resize(n)
@@ -362,20 +357,20 @@ class KerasEngine(Engine):
             pass
         import keras
 
-        import training.models  # noqa: F401  registers the custom layers (VGGFacePreprocess)
+        from . import keras_layers  # noqa: F401  registers the custom layers a saved generator holds
 
         if model is None:
             try:
-                # safe_mode=False: the CVAE frontalizer holds a Lambda (the frontal one-hot).
+                # safe_mode=False: CVAE files saved before FrontalLabel hold a Lambda (the frontal one-hot).
                 model = keras.saving.load_model(path, compile=False, safe_mode=False)
             except Exception as e:
-                raise ModelError(f"{path}: cannot load Keras model ({_first_line(e)})") from None
+                raise ModelError(f"{path}: cannot load Keras model ({first_line(e)})") from None
         self.model = model
         self.providers = [f"TensorFlow {tf.__version__} CPU x{threads}"]
         self._call = tf.function(lambda *a: model(list(a) if len(a) > 1 else a[0], training=False),
                                  reduce_retracing=True)
 
-    def _infer(self, x, yaw_onehot):
+    def infer(self, x, yaw_onehot):
         args = (x,) if yaw_onehot is None else (x, yaw_onehot)
         return np.asarray(self._call(*args), np.float32)
 
@@ -396,14 +391,12 @@ def load_engine(path: str, engine: str = "auto", threads: int = 2, self_check: b
     """Load a model file with the engine named (``auto``: by file extension); metadata validated
     against the graph, then one self-check inference (``Engine.self_check``). ``providers=``
     (ONNX only): see ``provider_names``."""
-    from .model_meta import _regular
-
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.basename(path) == path:
         from .assets import asset
 
         path = asset(path)  # a bare file name that is not here: a model bundled in runtime/assets/
-    _regular(path, "model file")
+    require_regular_file(path, "model file")
     kind = engine_for(path) if engine == "auto" else engine
     if kind not in ENGINES:
         raise ModelError(f"unknown engine '{engine}' (choose from auto, {', '.join(ENGINES)})")
@@ -418,7 +411,7 @@ def load_engine(path: str, engine: str = "auto", threads: int = 2, self_check: b
             kw.pop("providers", None)
             meta = read_meta(path)
     except (ValueError, OSError) as e:  # malformed sidecar JSON
-        raise ModelError(f"{path}: unreadable metadata ({_first_line(e)})") from None
+        raise ModelError(f"{path}: unreadable metadata ({first_line(e)})") from None
     if meta.get("layout", "NHWC") != "NHWC":
         raise ModelError(f"{path}: layout {meta.get('layout')} not supported (NHWC only)")
     cls = {"onnx": OnnxEngine, "tflite": TFLiteEngine, "keras": KerasEngine}[kind]

@@ -22,3 +22,10 @@ def shown(text) -> str:
     (surrogate escapes) are written as backslash escapes."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
                    for c in str(text))
+
+
+def first_line(e: Exception) -> str:
+    """The first line of an exception's message (its type name when empty), at most 200 characters:
+    what a library's multi-line error adds to one of our one-line messages."""
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:200]

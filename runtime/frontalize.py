@@ -158,8 +158,6 @@ def process_video(fr: Frontalizer, src: str, name: str, out_dir: str, sheet: boo
                   max_frames=None, cap=None):
     """Rows per processed frame (a generator): a video file, a webcam, a stream. A source that
     cannot be opened gives one error row."""
-    import cv2
-
     try:
         cap = cap if cap is not None else open_capture(src)
     except SourceError as e:

@@ -48,7 +48,7 @@ def write_sidecar(model_path: str, meta: dict) -> None:
     atomic_write_bytes(sidecar_path(model_path), json.dumps(meta, indent=1).encode())
 
 
-def _regular(path: str, what: str) -> None:
+def require_regular_file(path: str, what: str) -> None:
     """Refuse a FIFO, device or folder by ``stat`` before anything opens it (a FIFO blocks ``open``)."""
     import stat
 
@@ -103,7 +103,7 @@ def meta_from_session(sess, model_path: str) -> dict:
 
 def read_meta(model_path: str) -> dict:
     """Metadata of a .onnx (metadata_props) or .tflite/.keras (sidecar JSON) file, validated."""
-    _regular(model_path, "model file")
+    require_regular_file(model_path, "model file")
     if model_path.endswith(".onnx"):
         import onnxruntime as ort
 
@@ -115,6 +115,6 @@ def read_meta(model_path: str) -> dict:
     side = sidecar_path(model_path)
     if not os.path.exists(side):
         raise ModelError(f"{model_path}: metadata sidecar {os.path.basename(side)} is missing")
-    _regular(side, "metadata sidecar")
+    require_regular_file(side, "metadata sidecar")
     with open(side, "rb") as f:
         return validate_meta(json.loads(f.read(1 << 20)), model_path)

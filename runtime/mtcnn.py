@@ -107,7 +107,7 @@ class MTCNN:
             self.nets[name] = [it, ins[0]["index"], outs, None]  # None: shape last allocated
         self.landmarks = np.zeros((0, 5, 2), np.float32)
 
-    def _run(self, name: str, x: np.ndarray) -> dict:
+    def run_net(self, name: str, x: np.ndarray) -> dict:
         net = self.nets[name]
         it, inp, outs, shape = net
         if shape != x.shape:
@@ -120,7 +120,7 @@ class MTCNN:
 
     def _stage(self, name: str, rgb: np.ndarray, boxes: np.ndarray, size: int, thr: float):
         x = _crops(rgb, boxes, size)
-        o = self._run(name, x)
+        o = self.run_net(name, x)
         reg = o["conv5-2" if name == "rnet" else "conv6-2"]
         score = o["prob1"][:, 1]
         keep = score >= thr
@@ -133,7 +133,7 @@ class MTCNN:
         while min(h, w) * scale >= 12:
             sh, sw = int(np.ceil(h * scale)), int(np.ceil(w * scale))
             img = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-            o = self._run("pnet", _normalize(img)[None])
+            o = self.run_net("pnet", _normalize(img)[None])
             prob = o["prob1"][0, :, :, 1].T  # back to (rows, cols)
             reg = o["conv4-2"][0].transpose(1, 0, 2)
             ys, xs = np.nonzero(prob >= self.thresholds[0])

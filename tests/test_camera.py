@@ -142,7 +142,7 @@ def test_latest_frame_reader_drops_frames_for_a_slow_consumer(video):
 def test_usage_errors(capsys):
     assert camera.main(["--headless"]) == 2
     assert "--headless needs --out" in capsys.readouterr().err
-    if not camera._has_gui():
+    if not camera.has_gui():
         assert camera.main(["--source", "0"]) == 2
         assert "no GUI" in capsys.readouterr().err
 

@@ -92,7 +92,7 @@ def test_mtcnn_tflite_io(frontal):
     for name, size in (("rnet", 24), ("onet", 48)):
         it = m.nets[name][0]
         assert it.get_input_details()[0]["shape"].tolist() == [1, size, size, 3]
-    out = m._run("pnet", np.zeros((1, 100, 60, 3), np.float32))
+    out = m.run_net("pnet", np.zeros((1, 100, 60, 3), np.float32))
     assert out["prob1"].shape == (1, 45, 25, 2) and out["conv4-2"].shape == (1, 45, 25, 4)  # (W-12)/2+1, (H-12)/2+1
     rgb, (truth,) = frontal
     boxes = m(rgb)

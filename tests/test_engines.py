@@ -33,7 +33,7 @@ def reference(tiny, crops):
     """The Keras model called directly, normalization written out here (not the engine's)."""
     import keras
 
-    import training.models  # noqa: F401
+    import runtime.keras_layers  # noqa: F401
 
     model = keras.saving.load_model(tiny["edge"]["keras"], compile=False)
     y = np.asarray(model(crops.astype(np.float32) / 127.5 - 1.0, training=False))
@@ -232,7 +232,7 @@ def test_fixed_batch_onnx_runs_faces_one_at_a_time(tmp_path):
 def test_model_that_turns_bad_on_a_photo_marks_the_file_error(tmp_path):
     """Passed the self-check, then NaN on a real input: the face is an error with a reason, not ok."""
     eng = load_engine(tiny_onnx(tmp_path / "id.onnx", ["N", 128, 128, 3], "Identity", _meta()))
-    real = eng._infer
-    eng._infer = lambda x, oh: real(x, oh) * np.float32("nan")
+    real = eng.infer
+    eng.infer = lambda x, oh: real(x, oh) * np.float32("nan")
     with pytest.raises(ModelError, match="not finite"):
         eng.run(np.zeros((1, 128, 128, 3), np.uint8))

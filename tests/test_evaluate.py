@@ -15,6 +15,7 @@ import pytest
 
 from synthetic_faces import multipie_manifest, write_multipie
 from training import evaluate as E
+from training.dlib_embedder import FaceEmbedder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = {"101": "grace_hopper.jpg", "102": "astronaut.jpg"}
@@ -53,7 +54,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def embedder():
-    return E.FaceEmbedder(None)
+    return FaceEmbedder(None)
 
 
 @pytest.fixture(scope="module")

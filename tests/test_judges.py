@@ -71,7 +71,7 @@ def test_differentiable_embed_matches_and_has_gradient(crops, name):
 def test_crop_and_resize_twin_matches_tensorflow(crops):
     box = J.ARCFACE_BOX  # reaches past the crop's top edge: extrapolated pixels too
     a = J.crop_and_resize_np(crops, box, 112, 127.5)
-    b = tf.image.crop_and_resize(crops.astype(np.float32), [J._tf_box(box)] * 3, list(range(3)), (112, 112),
+    b = tf.image.crop_and_resize(crops.astype(np.float32), [J.tf_box(box)] * 3, list(range(3)), (112, 112),
                                  extrapolation_value=127.5).numpy()
     assert np.abs(a - b).max() < 0.01  # of 255: float32 coordinate rounding only
 

@@ -180,16 +180,17 @@ def test_row_weights_leave_targetless_rows_out():
     pixel L1 nor to the discriminator's real pairs; the symmetry loss sees those rows only."""
     import tensorflow as tf
 
-    from training.models import SIZE, Frontalizer, _adv_loss, symmetry_loss
+    from training.models import SIZE, Frontalizer
+    from training.models.blocks import adv_loss, symmetry_loss
 
     rng = np.random.default_rng(0)
     fake, y = (tf.constant(rng.uniform(-1, 1, (2, SIZE, SIZE, 3)), tf.float32) for _ in range(2))
     w = tf.constant([1.0, 0.0])
-    l1 = Frontalizer._pixel_l1(fake, {"y": y, "w": w})
+    l1 = Frontalizer.pixel_l1(fake, {"y": y, "w": w})
     np.testing.assert_allclose(float(l1), float(tf.reduce_mean(tf.abs(fake[:1] - y[:1]))), rtol=1e-4)
     logits = tf.constant(rng.normal(0, 2, (2, 8, 8, 1)), tf.float32)
-    np.testing.assert_allclose(float(_adv_loss(logits, True, w)), float(_adv_loss(logits[:1], True)), rtol=1e-5)
-    assert float(_adv_loss(logits, True, w)) != pytest.approx(float(_adv_loss(logits, True)))
+    np.testing.assert_allclose(float(adv_loss(logits, True, w)), float(adv_loss(logits[:1], True)), rtol=1e-5)
+    assert float(adv_loss(logits, True, w)) != pytest.approx(float(adv_loss(logits, True)))
     mirrored = tf.concat([fake[:1], (fake[1:] + fake[1:, :, ::-1]) / 2], 0)  # row 1 symmetric, row 0 not
     assert float(symmetry_loss(mirrored, w)) == pytest.approx(0.0, abs=1e-6)
     assert float(symmetry_loss(mirrored, 1 - w)) > 0.5
@@ -266,7 +267,7 @@ def test_two_workers_multiworker_mirrored_strategy(manifest, tmp_path):
     # only the chief writing the run folder.
     import keras
 
-    import training.models  # noqa: F401  (registers the custom layers for load_model)
+    import runtime.keras_layers  # noqa: F401  (registers the custom layers for load_model)
 
     run, scratch = tmp_path / "run", tmp_path / "worker1"
     outs = _two_workers([_args("edge", manifest, run, "--epochs", "1"),

@@ -22,7 +22,7 @@ import json
 import os
 import re
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 YAWS = tuple(range(-90, 91, 15))  # the 13 pose labels; index 6 is frontal

@@ -21,7 +21,7 @@ L2-normalised embeddings; ``distance(a, b)`` is the Euclidean distance between t
   cfp400 (EER ~32 %; [0, 1] input ~40 %): a weak judge, and not recommended as an identity loss.
 - ``mobileface`` (``MobileFaceJudge``): becauseofAI MobileFace (256-d), ``models/mobileface.json``;
   input 112x112 RGB 0..255 (the graph subtracts its own mean). Same ArcFace framing. EER ~8.8 %.
-- ``dlib`` (``DlibJudge``): dlib's ResNet (``training.evaluate.FaceEmbedder``: HOG on the crop
+- ``dlib`` (``DlibJudge``): dlib's ResNet (``training.dlib_embedder.FaceEmbedder``: HOG on the crop
   upscaled to 256 px, 5-point landmarks, ``get_face_chip(150, 0.25)``; whole crop where HOG finds
   no face), descriptors L2-normalised here (dlib's are ~unit length; its own 0.6 threshold is on
   raw ones; normalised, its EER threshold here is 0.443). Its differentiable path (``tf_identity_distance('dlib')``) is face-api's TF.js port
@@ -113,7 +113,7 @@ def crop_and_resize_np(images: np.ndarray, box, size: int, extrapolation: float)
     return out
 
 
-def _tf_box(box, h=CANON, w=CANON):
+def tf_box(box, h=CANON, w=CANON):
     cx, cy, side = box
     y1, x1 = cy - side / 2, cx - side / 2
     return [y1 / (h - 1), x1 / (w - 1), (y1 + side - 1) / (h - 1), (x1 + side - 1) / (w - 1)]
@@ -197,7 +197,7 @@ class TFJSJudge(Judge):
         import tensorflow as tf
 
         if self._tf_embed is None:
-            g, box = self.graph(), _tf_box(self.box)
+            g, box = self.graph(), tf_box(self.box)
 
             @tf.function(reduce_retracing=True, autograph=False)
             def f(x):
@@ -242,7 +242,7 @@ class MobileFaceJudge(TFJSJudge):
 
 
 class DlibJudge(Judge):
-    """dlib's ResNet through ``training.evaluate.FaceEmbedder`` (HOG + 5-point chip), L2-normalised."""
+    """dlib's ResNet through ``training.dlib_embedder.FaceEmbedder`` (HOG + 5-point chip), L2-normalised."""
 
     name = "dlib"
 
@@ -255,7 +255,7 @@ class DlibJudge(Judge):
     @property
     def embedder(self):
         if self._embedder is None:
-            from .evaluate import FaceEmbedder
+            from .dlib_embedder import FaceEmbedder
 
             self._embedder = FaceEmbedder(None)
         return self._embedder
@@ -277,7 +277,7 @@ class DlibJudge(Judge):
             with tf.init_scope():  # eager, also when first called inside a tf.function
                 self._keras, self._size = load_face_embedder(), INPUT_SIZE
         n = tf.shape(x)[0]
-        c = tf.image.crop_and_resize(tf.cast(x, tf.float32), tf.tile(tf.constant([_tf_box(DLIB_FIXED_BOX)]), [n, 1]),
+        c = tf.image.crop_and_resize(tf.cast(x, tf.float32), tf.tile(tf.constant([tf_box(DLIB_FIXED_BOX)]), [n, 1]),
                                      tf.range(n), (self._size, self._size), extrapolation_value=0.0)
         return tf.math.l2_normalize(self._keras(c, training=False), axis=-1, epsilon=1e-12)
 

@@ -70,7 +70,7 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def _init_worker(settings: dict, worker: bool = False) -> None:
+def init_worker(settings: dict, worker: bool = False) -> None:
     global _ANALYZER
     if worker:
         _die_with_parent()
@@ -279,14 +279,14 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
         jobs = [(os.path.join(src, r), os.path.join(dst, r), r) for r in todo]
         if workers <= 1 or len(jobs) <= 1:
             if jobs:
-                _init_worker(settings)
+                init_worker(settings)
             for job in jobs:
                 record(crop_one(*job))
         else:
             # spawn, not fork: forking a process whose OpenCV/LiteRT thread pools already run
             # (e.g. a caller that used FaceAnalyzer) can deadlock the children on a held lock.
             pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(settings, True))
+                                       initializer=init_worker, initargs=(settings, True))
             try:
                 futures = [pool.submit(crop_one, *job) for job in jobs]
                 for fut in as_completed(futures):
