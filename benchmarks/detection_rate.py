@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from runtime import detectors as D  # noqa: E402
 from runtime.detectors import Pass  # noqa: E402
 from runtime.image_io import atomic_write_bytes, load_image  # noqa: E402
-from training.datasets import DEFAULT_DATA_ROOT, MULTIPIE_CAM_YAW  # noqa: E402
+from training.datasets import MULTIPIE_CAM_YAW  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

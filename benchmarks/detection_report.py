@@ -18,6 +18,7 @@ import numpy as np
 from benchmarks import detection_rate as R
 from runtime import detectors as D
 from runtime.image_io import atomic_write_bytes, load_image
+from training.datasets import DEFAULT_DATA_ROOT
 
 FIT_IDS = {f"{i:03d}" for i in range(1, 351)}  # cfp400 folds 01-07 fit box/score conventions
 
@@ -348,7 +349,7 @@ def main(argv=None) -> int:
     sub.add_parser("timing")
     cd = sub.add_parser("candidates")
     cd.add_argument("--out", default=os.path.join(R.ROOT, "artifacts", "det_candidates"))
-    ap.add_argument("--data", default=R.DEFAULT_DATA_ROOT)
+    ap.add_argument("--data", default=DEFAULT_DATA_ROOT)
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore", RuntimeWarning)
     if a.cmd == "collect":

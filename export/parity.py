@@ -107,11 +107,12 @@ class FaceEmbedder:
 
     def __init__(self):
         import dlib
-        import face_recognition_models as frm
+
+        from runtime.detectors import dlib_model_file
 
         self.detector = dlib.get_frontal_face_detector()
-        self.shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self.net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self.shape = dlib.shape_predictor(dlib_model_file("shape_predictor_5_face_landmarks.dat"))
+        self.net = dlib.face_recognition_model_v1(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat"))
 
     def box(self, rgb: np.ndarray):
         """Face box on the crop upscaled to 256 (HOG misses faces this small), or None."""

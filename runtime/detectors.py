@@ -62,14 +62,16 @@ class DlibHog:
         return [(np.array([d.left(), d.top(), d.right(), d.bottom()], float), float(s)) for d, s in zip(dets, scores)]
 
 
-def dlib_cnn_path() -> str:
-    """face-recognition-models' MMOD detector file (the benchmarks' dlib CNN pass)."""
+def dlib_model_file(name: str) -> str:
+    """A dlib model file of face-recognition-models (``mmod_human_face_detector.dat``,
+    ``shape_predictor_68_face_landmarks.dat``...). Found without importing the package, whose
+    ``__init__`` imports the deprecated ``pkg_resources`` (a warning on every import)."""
     import importlib.util
 
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None:
-        raise FileNotFoundError("face-recognition-models is not installed")
-    return os.path.join(list(spec.submodule_search_locations)[0], "models", "mmod_human_face_detector.dat")
+        raise ModelError("face-recognition-models is not installed (pip install face-recognition-models)")
+    return os.path.join(list(spec.submodule_search_locations)[0], "models", name)
 
 
 class DlibCnn:
@@ -78,7 +80,7 @@ class DlibCnn:
     def __init__(self, upsample: int = 0):
         import dlib
 
-        self.det, self.upsample = dlib.cnn_face_detection_model_v1(dlib_cnn_path()), upsample
+        self.det, self.upsample = dlib.cnn_face_detection_model_v1(dlib_model_file("mmod_human_face_detector.dat")), upsample
 
     def __call__(self, rgb):
         return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], float), float(d.confidence))

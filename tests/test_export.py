@@ -54,7 +54,7 @@ def calibrate_bn(model, x):
     """Each BatchNorm's moving stats := the stats of its input on x (data-dependent init)."""
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            feat = np.asarray(keras.Model(model.inputs, layer.input)(x, training=False))
+            feat = np.asarray(keras.Model(model.input, layer.input)(x, training=False))
             feat = feat.reshape(-1, feat.shape[-1])
             layer.moving_mean.assign(feat.mean(0))
             layer.moving_variance.assign(feat.var(0) + feat.var(0).mean() + 1e-3)

@@ -19,21 +19,11 @@ import os
 
 import numpy as np
 
+from runtime.detectors import dlib_model_file
+
 UPSCALE = 256
 CHIP, CHIP_PADDING = 150, 0.25
 EMBED_VERSION = f"dlib-resnet-v1|hog@{UPSCALE}|sp5@orig|chip{CHIP}/{CHIP_PADDING}|fallback=whole"
-
-
-def dlib_model_dir() -> str:
-    """The folder of face-recognition-models' dlib files (5-point predictor, ResNet)."""
-    import importlib.util
-
-    from runtime.errors import ModelError
-
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None:
-        raise ModelError("face-recognition-models is not installed (pip install face-recognition-models)")
-    return os.path.join(list(spec.submodule_search_locations)[0], "models")
 
 
 class FaceEmbedder:
@@ -42,11 +32,10 @@ class FaceEmbedder:
     def __init__(self, cache_path: str | None = None):
         import dlib
 
-        d = dlib_model_dir()
         self._dlib = dlib
         self.hog = dlib.get_frontal_face_detector()
-        self.sp5 = dlib.shape_predictor(os.path.join(d, "shape_predictor_5_face_landmarks.dat"))
-        self.net = dlib.face_recognition_model_v1(os.path.join(d, "dlib_face_recognition_resnet_model_v1.dat"))
+        self.sp5 = dlib.shape_predictor(dlib_model_file("shape_predictor_5_face_landmarks.dat"))
+        self.net = dlib.face_recognition_model_v1(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat"))
         self.cache_path = cache_path
         self.cache: dict[str, tuple[np.ndarray, bool]] = {}
         self._dirty = False

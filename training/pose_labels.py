@@ -69,10 +69,11 @@ class Dlib68:
 
     def __init__(self):
         import dlib
-        import face_recognition_models as frm
+
+        from runtime.detectors import dlib_model_file
 
         self.hog = dlib.get_frontal_face_detector()
-        self.sp = dlib.shape_predictor(frm.pose_predictor_model_location())
+        self.sp = dlib.shape_predictor(dlib_model_file("shape_predictor_68_face_landmarks.dat"))
 
     def eye_mouth(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         f, pad = 2.0, 64

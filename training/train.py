@@ -368,6 +368,7 @@ def train(args) -> dict:
     start = int(epoch.numpy())
     if start < args.epochs:
         model.fit(train_ds, epochs=args.epochs, initial_epoch=start, steps_per_epoch=args.steps,
+                  shuffle=False,  # the tf.data pipeline shuffles; Keras warns that it ignores shuffle=True
                   validation_data=val_ds, validation_steps=max(1, val_limit // val_batch), verbose=args.verbose,
                   callbacks=[_epoch_callback(model, run_dir, global_batch, epoch, manager, fixed,
                                              moving_statistics_sync(strategy, model)),

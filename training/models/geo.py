@@ -60,11 +60,11 @@ def geo_generator(width: float = 1.0, depth=None, name: str = "geo_generator") -
             dflow = layers.Rescaling(16.0)(layers.UpSampling2D(8, interpolation="bilinear")(dflow))
         if tag == "u32":
             # Blend logits at 32x32, upsampled: a per-pixel (128x128) choice between the three
-            # sources turned into salt-and-pepper speckle within 250 steps (runs geo2-geo5).
+            # sources turns into salt-and-pepper speckle within a few hundred steps.
             dlogits = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="dlogits")(h)
             dlogits = layers.UpSampling2D(4, interpolation="bilinear", name="dlogits_up")(dlogits)
     # The generated image at 64x64, upsampled, from a zero kernel (mid-grey at the start): a 128 px
-    # head from random weights fed speckle into the blend (runs geo2-geo6).
+    # head from random weights feeds speckle into the blend.
     generated = layers.Conv2D(3, 3, padding="same", activation="tanh", kernel_initializer="zeros",
                               name="generated")(h)
     generated = layers.UpSampling2D(2, interpolation="bilinear", name="generated_up")(generated)
