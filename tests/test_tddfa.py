@@ -1,0 +1,57 @@
+"""3DDFA_V2's network: read from its PyTorch checkpoint without PyTorch, converted to ONNX, run by
+runtime.tddfa on the bundled photos (skipped where ../shared/models/3ddfa_v2 is absent)."""
+import os
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SAMPLES
+
+WEIGHTS = os.path.join(os.environ.get("FRONTALIZE_MODELS", os.path.join(ROOT, "..", "shared", "models")), "3ddfa_v2")
+pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(WEIGHTS, "mb05_120x120.pth")),
+                                reason="../shared/models/3ddfa_v2 absent (research-only weights)")
+
+
+@pytest.fixture(scope="module")
+def tddfa_onnx(tmp_path_factory):
+    from training import tddfa_export
+
+    out = str(tmp_path_factory.mktemp("tddfa") / "tddfa.onnx")
+    assert tddfa_export.main(["--weights", WEIGHTS, "--out", out]) == 0
+    return out
+
+
+def test_checkpoint_reads_as_mobilenet_half():
+    from training.tddfa_export import STRIDES, read_legacy_state_dict
+
+    sd = read_legacy_state_dict(os.path.join(WEIGHTS, "mb05_120x120.pth"))
+    assert sd["conv1.weight"].shape == (16, 3, 3, 3) and sd["fc_param.weight"].shape == (62, 512)
+    assert sd["fc_lm.weight"].shape == (136, 512)
+    assert all(f"{b}.conv_dw.weight" in sd for b in STRIDES)
+    assert 0.8e6 < sum(v.size for k, v in sd.items() if not k.endswith("num_batches_tracked")) < 1.0e6
+
+
+def test_bad_file_is_refused(tmp_path):
+    from training.tddfa_export import read_legacy_state_dict
+
+    p = tmp_path / "x.pth"
+    p.write_bytes(b"\x80\x04K\x01.")  # a pickle of the number 1
+    with pytest.raises(ValueError, match="not a legacy PyTorch checkpoint"):
+        read_legacy_state_dict(str(p))
+
+
+def test_yaw_of_the_bundled_photos(tddfa_onnx, analyzer):
+    """By eye (benchmarks/samples_faces.json): frontal 0, bridge -40, profile woman -85."""
+    from runtime.image_io import load_image
+    from runtime.tddfa import Tddfa
+
+    td = Tddfa(tddfa_onnx, threads=1)
+    for name, want in (("grace_hopper.jpg", 0), ("three_quarter_bridge.jpg", -40), ("profile_woman.jpg", -85)):
+        rgb = load_image(os.path.join(SAMPLES, name)).rgb
+        face = analyzer.analyze(rgb)[0][0]
+        pose = td.read(rgb, [face.square])[0]
+        assert abs(pose.yaw - want) <= 15, (name, pose.yaw)
+        assert pose.landmarks.shape == (68, 2)
+        x0, y0, x1, y1 = face.box
+        inside = np.all((pose.landmarks >= [x0, y0]) & (pose.landmarks <= [x1, y1]), axis=1)
+        assert inside.mean() >= 0.8, name  # on the face (a profile's hidden-side points may lie outside)
