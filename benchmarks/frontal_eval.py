@@ -182,6 +182,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", required=True,
                     help="NAME=PATH (or PATH: named by its file) of a generator under test; repeat for more")
+    ap.add_argument("--geometric", metavar="NAME=TDDFA_ONNX", action="append", default=[],
+                    help="also judge runtime.geometry's frontal (3DDFA_V2 landmarks from this ONNX, make tddfa), "
+                         "made from the photo itself at 128 px, as method NAME")
     ap.add_argument("--cache", default="artifacts/frontal_eval_cache.pkl",
                     help="embeddings and output checks of what does not depend on the models (raw, mirror, "
                          "old, TP-GAN, targets), reused by the next run")
@@ -203,7 +206,17 @@ def main(argv=None) -> int:
         items = [it for s in sets for it in [x for x in items if x["set"] == s][:a.limit]]
     models = dict(m.split("=", 1) if "=" in m else (os.path.splitext(os.path.basename(m))[0], m) for m in a.model)
     frs = {n: Frontalizer(p, threads=2) for n, p in models.items()}
-    fr = next(iter(frs.values()))  # the crop pipeline (the same for every model: canonical-eye-mouth)
+    fr = next(iter(frs.values()))
+    geometric = {}
+    if a.geometric:
+        from runtime.geometry import GeometricFrontalizer
+        from runtime.tddfa import Tddfa
+
+        geo = GeometricFrontalizer()
+        for spec in a.geometric:
+            name, path = spec.split("=", 1)
+            geometric[name] = Tddfa(path, threads=2)
+            models[name] = f"runtime.geometry + {path}"  # the crop pipeline (the same for every model: canonical-eye-mouth)
     import pickle
 
     cache = {"emb": {}, "check": {}, "old": {}}
@@ -217,12 +230,16 @@ def main(argv=None) -> int:
     # 1. probes through the user's path
     crops, ok = {}, []
     for it in tqdm(items, desc="crop+generate", unit="img", mininterval=15):
-        face = largest_crop(fr, read_rgb(it["path"]))
+        rgb = read_rgb(it["path"])
+        face = largest_crop(fr, rgb)
         it["found"] = face is not None
         if face is None:
             continue
         it["yaw_est"] = float(face.yaw)
-        crops[it["path"]] = (face.crop, {n: f.frontalize([face])[0] for n, f in frs.items()})
+        outs = {n: f.frontalize([face])[0] for n, f in frs.items()}
+        for n, td in geometric.items():
+            outs[n] = geo.frontalize(rgb, td.read(rgb, [face.square])[0].landmarks, 128)
+        crops[it["path"]] = (face.crop, outs)
         ok.append(it)
     old = {}
     if a.old:

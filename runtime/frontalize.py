@@ -171,16 +171,30 @@ def process_video(fr: Frontalizer, src: str, name: str, out_dir: str, sheet: boo
         yield [_row(src, status="error", error=f"{src}: no frame could be read")]
 
 
+def utf8_text(value):
+    """A string as valid UTF-8 text: a file name's undecodable bytes (surrogate escapes) become
+    backslash escapes (\\xff), the way ``ls -b`` shows them; other values pass through."""
+    if not isinstance(value, str):
+        return value
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def write_results(out_dir: str, rows: list[dict], summary: dict) -> None:
-    """results.csv (UTF-8; a file name's undecodable bytes are written back as they are on disk)
-    and results.json (ASCII: such bytes as \\udcXX escapes, which json.load and os.fsencode map back)."""
+    """results.csv (UTF-8: a file name's undecodable bytes as backslash escapes, ``utf8_text``) and
+    results.json (ASCII: such bytes as \\udcXX escapes, which json.load and os.fsencode map back to
+    the exact name; ``--resume`` reads this one)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, FIELDS)
     w.writeheader()
     for r in rows:
-        w.writerow({**r, "box": "" if r["box"] is None else " ".join(f"{v:g}" for v in r["box"]),
-                    "face": "" if r["face"] is None else r["face"], "yaw": "" if r["yaw"] is None else r["yaw"]})
-    atomic_write_bytes(os.path.join(out_dir, "results.csv"), buf.getvalue().encode("utf-8", "surrogateescape"))
+        cells = {**r, "box": "" if r["box"] is None else " ".join(f"{v:g}" for v in r["box"]),
+                 "face": "" if r["face"] is None else r["face"], "yaw": "" if r["yaw"] is None else r["yaw"]}
+        w.writerow({k: utf8_text(v) for k, v in cells.items()})
+    atomic_write_bytes(os.path.join(out_dir, "results.csv"), buf.getvalue().encode("utf-8"))
     atomic_write_bytes(os.path.join(out_dir, "results.json"),
                        json.dumps({"summary": summary, "results": rows}, indent=1, ensure_ascii=True).encode("ascii"))
 
