@@ -35,6 +35,35 @@ def ds_block(x, ch, stride=1, name=None):
     return layers.ReLU(6.0)(batch_norm(name=f"{name}_pw_bn")(x))
 
 
+def mobile_unet_encoder(x, c):
+    """The encoder of the edge and geo generators: a stride-2 stem and depthwise-separable blocks
+    down to 4x4, plus a dense bottleneck (frontalizing moves features across the whole face, a
+    global view). Returns the 4x4 features and the skips as (skip, channels, tag) from 8x8 to 64x64,
+    the order ``up_block`` takes them in."""
+    x = layers.Conv2D(c[0], 3, strides=2, padding="same", use_bias=False, name="stem")(x)  # 64
+    x = layers.ReLU(6.0)(batch_norm(name="stem_bn")(x))
+    x = s64 = ds_block(x, c[0], name="e64")
+    x = ds_block(x, c[1], 2, "d32")
+    x = s32 = ds_block(x, c[1], name="e32")
+    x = ds_block(x, c[2], 2, "d16")
+    x = s16 = ds_block(x, c[2], name="e16")
+    x = ds_block(x, c[3], 2, "d8")
+    x = s8 = ds_block(x, c[3], name="e8")
+    x = ds_block(x, c[4], 2, "d4")  # 4x4
+    g = layers.Dense(256, activation="relu", name="bottleneck_in")(layers.Flatten()(x))
+    g = layers.Dense(4 * 4 * c[4], activation="relu", name="bottleneck_out")(g)
+    x = layers.Concatenate()([x, layers.Reshape((4, 4, c[4]))(g)])
+    return x, [(s8, c[3], "u8"), (s16, c[2], "u16"), (s32, c[1], "u32"), (s64, c[0], "u64")]
+
+
+def up_block(x, skip, ch, tag):
+    """x2 bilinear upsampling, the skip concatenated, two depthwise-separable blocks."""
+    x = layers.UpSampling2D(2, interpolation="bilinear")(x)
+    x = layers.Concatenate()([x, skip])
+    x = ds_block(x, ch, name=f"{tag}a")
+    return ds_block(x, ch, name=f"{tag}b")
+
+
 # ----------------------------------------------------------------------------- VGGFace U-Net
 def vggface_encoder(size: int = SIZE) -> keras.Model:
     """VGG16 layout with keras-vggface's layer names, outputs the skip features and pool5."""

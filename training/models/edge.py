@@ -7,7 +7,7 @@ from keras import layers
 
 from runtime.keras_layers import SIZE, WarpBlend
 
-from .blocks import batch_norm, ds_block, patchgan
+from .blocks import ds_block, mobile_unet_encoder, patchgan, up_block
 from .pix2pix import Pix2Pix
 
 
@@ -20,26 +20,10 @@ def edge_generator(width: float = 1.0, name: str = "edge_generator") -> keras.Mo
     """
     c = [int(round(v * width)) for v in (32, 64, 128, 192, 256)]
     inp = keras.Input((SIZE, SIZE, 3), name="image")
-    x = layers.Conv2D(c[0], 3, strides=2, padding="same", use_bias=False, name="stem")(inp)  # 64
-    x = layers.ReLU(6.0)(batch_norm(name="stem_bn")(x))
-    x = s64 = ds_block(x, c[0], name="e64")
-    x = ds_block(x, c[1], 2, "d32")
-    x = s32 = ds_block(x, c[1], name="e32")
-    x = ds_block(x, c[2], 2, "d16")
-    x = s16 = ds_block(x, c[2], name="e16")
-    x = ds_block(x, c[3], 2, "d8")
-    x = s8 = ds_block(x, c[3], name="e8")
-    x = ds_block(x, c[4], 2, "d4")  # 4x4
-    # Dense bottleneck: frontalizing moves features across the whole face.
-    g = layers.Dense(256, activation="relu", name="bottleneck_in")(layers.Flatten()(x))
-    g = layers.Dense(4 * 4 * c[4], activation="relu", name="bottleneck_out")(g)
-    x = layers.Concatenate()([x, layers.Reshape((4, 4, c[4]))(g)])
+    x, skips = mobile_unet_encoder(inp, c)
     flow = None
-    for skip, ch, tag in [(s8, c[3], "u8"), (s16, c[2], "u16"), (s32, c[1], "u32"), (s64, c[0], "u64")]:
-        x = layers.UpSampling2D(2, interpolation="bilinear")(x)
-        x = layers.Concatenate()([x, skip])
-        x = ds_block(x, ch, name=f"{tag}a")
-        x = ds_block(x, ch, name=f"{tag}b")
+    for skip, ch, tag in skips:
+        x = up_block(x, skip, ch, tag)
         if tag == "u16":  # smooth flow: predicted at 16x16, in units of 8 px, upsampled x8
             # (a 32x32 flow tore the face into patches after 1000 steps; 16x16 keeps pieces whole)
             flow = layers.Conv2D(4, 3, padding="same", kernel_initializer="zeros", name="flow")(x)

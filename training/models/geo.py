@@ -9,7 +9,7 @@ from keras import layers
 from runtime.keras_layers import SIZE, GeoFlow, MirrorIf, WarpBlend, YawPlane
 
 from .base import Frontalizer
-from .blocks import adv_loss, batch_norm, ds_block, patch_discriminator
+from .blocks import adv_loss, mobile_unet_encoder, patch_discriminator, up_block
 
 
 def geo_generator(width: float = 1.0, depth=None, name: str = "geo_generator") -> keras.Model:
@@ -36,25 +36,10 @@ def geo_generator(width: float = 1.0, depth=None, name: str = "geo_generator") -
     geo = WarpBlend(dtype="float32", name="geo_frontal")([x, geo_flow, geo_logits, x])
     yaw_map = YawPlane(name="yaw_plane")(yaw)
     h = layers.Concatenate()([x, geo, yaw_map])
-    h = layers.Conv2D(c[0], 3, strides=2, padding="same", use_bias=False, name="stem")(h)  # 64
-    h = layers.ReLU(6.0)(batch_norm(name="stem_bn")(h))
-    h = s64 = ds_block(h, c[0], name="e64")
-    h = ds_block(h, c[1], 2, "d32")
-    h = s32 = ds_block(h, c[1], name="e32")
-    h = ds_block(h, c[2], 2, "d16")
-    h = s16 = ds_block(h, c[2], name="e16")
-    h = ds_block(h, c[3], 2, "d8")
-    h = s8 = ds_block(h, c[3], name="e8")
-    h = ds_block(h, c[4], 2, "d4")  # 4x4: a global view for the pose change
-    g = layers.Dense(256, activation="relu", name="bottleneck_in")(layers.Flatten()(h))
-    g = layers.Dense(4 * 4 * c[4], activation="relu", name="bottleneck_out")(g)
-    h = layers.Concatenate()([h, layers.Reshape((4, 4, c[4]))(g)])
+    h, skips = mobile_unet_encoder(h, c)
     dflow = None
-    for skip, ch, tag in [(s8, c[3], "u8"), (s16, c[2], "u16"), (s32, c[1], "u32"), (s64, c[0], "u64")]:
-        h = layers.UpSampling2D(2, interpolation="bilinear")(h)
-        h = layers.Concatenate()([h, skip])
-        h = ds_block(h, ch, name=f"{tag}a")
-        h = ds_block(h, ch, name=f"{tag}b")
+    for skip, ch, tag in skips:
+        h = up_block(h, skip, ch, tag)
         if tag == "u16":
             dflow = layers.Conv2D(4, 3, padding="same", kernel_initializer="zeros", activation="tanh", name="dflow")(h)
             dflow = layers.Rescaling(16.0)(layers.UpSampling2D(8, interpolation="bilinear")(dflow))
