@@ -55,9 +55,15 @@ class GeometricFrontalizer:
         with np.load(path or asset("face_geometry.npz")) as z:
             self.shape68 = z["shape68"].astype(np.float64)  # (68, 3): x, y, depth (towards the camera)
             self.depth = z["depth"].astype(np.float32)  # (128, 128) at pixel centres
+        self._masks: dict[int, np.ndarray] = {}  # face_mask per output size: the same for every face
 
     def face_mask(self, size: int) -> np.ndarray:
         """Soft (size, size) mask of the face in the frontal frame: jaw contour + lifted brows."""
+        if size not in self._masks:
+            self._masks[size] = self._face_mask(size)
+        return self._masks[size]
+
+    def _face_mask(self, size: int) -> np.ndarray:
         s = self.shape68[:, :2]
         brows = s[17:27].copy()
         brows[:, 1] -= FOREHEAD * (s[8, 1] - brows[:, 1].min())
@@ -111,8 +117,9 @@ class GeometricFrontalizer:
                            (pos[..., 1] - lo[1]).astype(np.float32), cv2.INTER_LINEAR, borderValue=0)
         mask = self.face_mask(size)
         inside = np.where(mask > 0.05, inside, 1.0)  # outside the face the surround is blurred anyway
-        wa = inside / (1 + np.exp(-SHARPNESS * (vis - TAU)))
-        wb = (inside / (1 + np.exp(-SHARPNESS * (vis - TAU))))[:, ::-1]
+        facing = 1 / (1 + np.exp(-SHARPNESS * (vis - TAU)))
+        wa = inside * facing
+        wb = wa[:, ::-1]  # the mirror twin's weight
         wb2 = wb * (1 - wa)
         out = (seen * wa[..., None] + seen[:, ::-1] * wb2[..., None]) / (wa + wb2 + 1e-6)[..., None]
         out = np.clip(out, 0, 255).astype(np.uint8)
@@ -121,7 +128,7 @@ class GeometricFrontalizer:
             out = cv2.inpaint(out, hole, size / 32, cv2.INPAINT_TELEA)
         # outside the face, keep what the photo shows where it is seen directly (a near-frontal photo's
         # own hair and ears), blur the rest (the mirrored or unseen surround of a turned head)
-        keep = np.maximum(mask, 1 / (1 + np.exp(-SHARPNESS * (vis - TAU))) * (1 - wb2 / (wa + wb2 + 1e-6)))
+        keep = np.maximum(mask, facing * (1 - wb2 / (wa + wb2 + 1e-6)))
         keep = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), size / 64)[..., None]
         surround = cv2.GaussianBlur(out, (0, 0), size / 16).astype(np.float32)
         return np.clip(out * keep + surround * (1 - keep), 0, 255).astype(np.uint8)

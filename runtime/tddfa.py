@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import ModelError, first_line
 from .pose import box_affine, crop
 
 INPUT = 120
@@ -57,18 +56,11 @@ class Tddfa:
     """``read(rgb, squares)`` -> one HeadPose per square (cx, cy, side, angle) of the canonical crop."""
 
     def __init__(self, path: str | None = None, threads: int = 2):
-        import onnxruntime as ort
-
         from .assets import asset
+        from .engines import onnx_session
 
         self.path = path or asset("tddfa_mb05.onnx")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise ModelError(f"{self.path}: cannot load the 3DDFA_V2 pose network ({first_line(e)})") from None
+        self.session = onnx_session(self.path, threads, "cpu")
 
     def _run(self, rgb: np.ndarray, squares: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
         crops = np.stack([crop(rgb, sq, INPUT) for sq in squares])
