@@ -28,6 +28,10 @@ from .errors import ModelError, first_line
 from .model_meta import read_meta, require_regular_file
 
 ENGINES = ("onnx", "tflite", "keras")
+# Faces per generator call. Memory grows with the faces of one call (~20 MB each for the bundled model);
+# per face, 1 to 16 faces a call run within the noise of each other and 32-64 are slower (measured:
+# benchmarks/results/crowd_memory.md, --chunks), so a small chunk costs nothing.
+CHUNK = 4
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 PROVIDER_ALIASES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
                     "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider",
@@ -210,10 +214,17 @@ class Engine:
         """RGB uint8 (HxWx3 / NxHxWx3) or model-range float32 -> RGB uint8 frontal face(s).
         Raises ModelError when the model's output is not N x size x size x 3 or not finite."""
         single = np.ndim(images) == 3
-        x = self.preprocess(images)
-        y = self.run_float(x, yaw)
-        self.check_output(y, len(x))
-        out = self.postprocess(y)
+        images = np.asarray(images)
+        if single:
+            images = images[None]
+        n = len(images)
+        yaws = None if yaw is None else np.broadcast_to(np.asarray(yaw, np.float64).reshape(-1), (n,))
+        out = np.empty((n, self.size, self.size, 3), np.uint8)
+        for i in range(0, n, CHUNK):  # bounded memory whatever the number of faces, in order
+            x = self.preprocess(images[i:i + CHUNK])
+            y = self.run_float(x, None if yaws is None else yaws[i:i + CHUNK])
+            self.check_output(y, len(x))
+            out[i:i + len(x)] = self.postprocess(y)
         return out[0] if single else out
 
     def check_output(self, y: np.ndarray, n: int) -> None:

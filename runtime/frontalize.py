@@ -24,7 +24,11 @@ run killed at any moment (SIGKILL, power loss) resumes from there; SIGTERM is ha
 Exit code: 0 when at least one file gave a frontal face, 1 when none did (all unreadable or
 without a face, or no input matched), 2 for a model or usage error, 3 for an internal error
 (a file raised an unexpected exception: it is reported as an error row and the batch goes on;
-the results are still written).
+the results are still written), 4 when the output was lost: the disk or quota is full, the
+filesystem went read-only or ``--out`` vanished. The run then stops at once with one line naming the
+path: the file being written when it happened leaves nothing behind, results.csv/json list the files
+done before it (space for them is set aside at the start, ``results.reserve``), and ``--resume``
+after freeing space does the rest.
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ import numpy as np
 from .engines import ENGINES
 from .errors import FrontalizeError, ModelError, shown
 from .image_io import (atomic_write_bytes, atomic_write_image, captured_stderr, keep_errors, load_image,
-                       release_memory, remove_stale_temps)
+                       output_lost, release_memory, remove_stale_temps)
 from .pipeline import DEFAULT_MODEL, Frontalizer, draw_face, side_by_side
 from .sources import IMAGE_EXTS, SourceError, frame_count, frames, kind, open_capture
 
@@ -53,7 +57,14 @@ VIDEO_KINDS = ("video",) + LIVE_KINDS
 FIELDS = ["file", "face", "status", "error", "box", "yaw", "detector", "output", "sheet", "frame"]
 JOURNAL = "results.journal.jsonl"
 MAX_NAME_BYTES = 150  # output stems are cut to this (+ "_face<k>_sheet.png" stays < 255 bytes)
-EXIT_OK, EXIT_NO_FACE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_NO_FACE, EXIT_USAGE, EXIT_INTERNAL, EXIT_OUTPUT_LOST = 0, 1, 2, 3, 4
+RESERVE = "results.reserve"  # space held for results.csv/json, given back when the disk fills
+
+
+def reserve_bytes(n_inputs: int) -> int:
+    """Room for results.csv + results.json: about 1 KB per row, a row per input (more for crowds:
+    those files' rows may then be missing from results.json, never from the journal)."""
+    return min(64 * 2**20, 2**20 + 2048 * n_inputs)
 
 
 def _short(name: str) -> str:
@@ -141,17 +152,28 @@ def face_rows(fr: Frontalizer, rgb, scale, path, name, out_dir, sheet, max_faces
     frontals = fr.frontalize(faces)
     stem = name if frame is None else f"{name}_f{frame:06d}"
     rows = []
-    for k, (face, frontal) in enumerate(zip(faces, frontals)):
-        out = os.path.join(out_dir, f"{stem}_face{k}.png")
-        atomic_write_image(out, frontal)
-        sheet_path = ""
-        if sheet:
-            sheet_path = os.path.join(out_dir, f"{stem}_face{k}_sheet.png")
-            atomic_write_image(sheet_path, make_sheet(rgb, face, frontal))
-        box = [round(float(v) / scale, 1) for v in face.box]  # loaded pixels -> file pixels
-        yaw = round(face.yaw, 1) if np.isfinite(face.yaw) else None
-        rows.append(_row(path, k, "ok", "", box, yaw, face.detector, out, sheet_path, frame))
+    try:
+        for k, (face, frontal) in enumerate(zip(faces, frontals)):
+            out = os.path.join(out_dir, f"{stem}_face{k}.png")
+            atomic_write_image(out, frontal, make_dirs=False)
+            rows.append(_row(path, k, "ok", "", None, None, face.detector, out, "", frame))
+            if sheet:
+                rows[-1]["sheet"] = os.path.join(out_dir, f"{stem}_face{k}_sheet.png")
+                atomic_write_image(rows[-1]["sheet"], make_sheet(rgb, face, frontal), make_dirs=False)
+            rows[-1]["box"] = [round(float(v) / scale, 1) for v in face.box]  # loaded pixels -> file pixels
+            rows[-1]["yaw"] = round(face.yaw, 1) if np.isfinite(face.yaw) else None
+    except OSError:  # e.g. the disk filled up: this file leaves nothing behind
+        remove_outputs(rows)
+        raise
     return rows
+
+
+def remove_outputs(rows: list[dict]) -> None:
+    for r in rows:
+        for p in (r.get("output"), r.get("sheet")):
+            if p:
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
 
 
 def process_video(fr: Frontalizer, src: str, name: str, out_dir: str, sheet: bool, max_faces, stride: int = 1,
@@ -194,9 +216,10 @@ def write_results(out_dir: str, rows: list[dict], summary: dict) -> None:
         cells = {**r, "box": "" if r["box"] is None else " ".join(f"{v:g}" for v in r["box"]),
                  "face": "" if r["face"] is None else r["face"], "yaw": "" if r["yaw"] is None else r["yaw"]}
         w.writerow({k: utf8_text(v) for k, v in cells.items()})
-    atomic_write_bytes(os.path.join(out_dir, "results.csv"), buf.getvalue().encode("utf-8"))
+    atomic_write_bytes(os.path.join(out_dir, "results.csv"), buf.getvalue().encode("utf-8"), make_dirs=False)
     atomic_write_bytes(os.path.join(out_dir, "results.json"),
-                       json.dumps({"summary": summary, "results": rows}, indent=1, ensure_ascii=True).encode("ascii"))
+                       json.dumps({"summary": summary, "results": rows}, indent=1, ensure_ascii=True).encode("ascii"),
+                       make_dirs=False)
 
 
 def journal_append(f, rows: list[dict]) -> None:
@@ -241,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="frontalize", description=__doc__.split("\n\n")[0],
                                 epilog="Exit code: 0 when at least one file gave a frontal face, 1 when none did, "
                                        "2 for a model or usage error, 3 for an internal error (a file raised an "
-                                       "unexpected exception; it is listed as an error and the batch goes on).")
+                                       "unexpected exception; it is listed as an error and the batch goes on), "
+                                       "4 when the output disk filled up or --out vanished (the run stops; "
+                                       "--resume continues).")
     p.add_argument("inputs", nargs="*", help="image files, folders (recursive), glob patterns, video files, a webcam "
                                              "index, a stream URL or a GStreamer pipeline (also --source)")
     p.add_argument("--source", action="append", default=[], help="an input as above (may be repeated)")
@@ -272,6 +297,10 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+class _OutputLost(Exception):
+    """The output disk is full, read-only or gone: the run stops (exit 4)."""
+
+
 def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
@@ -295,6 +324,7 @@ def _main(argv=None) -> int:
         return EXIT_USAGE
     finally:
         keep_errors(said)
+    reserve = os.path.join(args.out, RESERVE)
     try:
         os.makedirs(args.out, exist_ok=True)
         remove_stale_temps(args.out)
@@ -303,6 +333,13 @@ def _main(argv=None) -> int:
     except OSError as e:
         print(shown(f"error: {args.out}: cannot write ({e.strerror})"), file=sys.stderr)
         return EXIT_USAGE
+    try:
+        atomic_write_bytes(reserve, bytes(reserve_bytes(len(files) + len(rows))), make_dirs=False)
+    except OSError as e:
+        journal.close()
+        print(shown(f"error: {args.out}: cannot set aside room for the results ({e.strerror}); nothing was done"),
+              file=sys.stderr)
+        return EXIT_OUTPUT_LOST if output_lost(e, args.out) else EXIT_USAGE
     import signal
 
     old_term = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
@@ -322,7 +359,7 @@ def _main(argv=None) -> int:
         elif total is not None:
             total += 1
     bar = tqdm(total=total, desc="frontalize", unit="img", file=sys.stderr, delay=1.0)
-    internal = 0
+    internal, lost = 0, None
 
     def report(got):
         for r in got:
@@ -332,8 +369,12 @@ def _main(argv=None) -> int:
             elif args.json:
                 line = {k: r[k] for k in ("file", "frame", "face", "box", "yaw", "detector", "output", "sheet")}
                 print(json.dumps(line, ensure_ascii=True), flush=True)
+        try:
+            journal_append(journal, got)  # first: a file is done once its rows are on disk
+        except OSError as e:
+            remove_outputs(got)
+            raise _OutputLost(e) from None
         rows.extend(got)
-        journal_append(journal, got)
         bar.update(1)
         bar.set_postfix(faces=sum(r["status"] == "ok" for r in rows), refresh=False)
 
@@ -345,6 +386,11 @@ def _main(argv=None) -> int:
             return [_row(path, status="error", error=str(e))]
         except (KeyboardInterrupt, MemoryError):
             raise
+        except OSError as e:
+            if output_lost(e, args.out):
+                raise _OutputLost(e) from None
+            internal += 1
+            return [_row(path, status="error", error=f"internal error (OSError: {e})")]
         except Exception as e:  # a bug: reported, counted, and the batch goes on
             internal += 1
             return [_row(path, status="error", error=f"internal error ({type(e).__name__}: "
@@ -372,6 +418,8 @@ def _main(argv=None) -> int:
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, _Terminated) else "interrupted"
         print(f"{what}: results so far are saved; rerun with --resume to continue", file=sys.stderr)
+    except _OutputLost as e:
+        lost = e.args[0]
     finally:
         bar.close()
         for cap in caps.values():
@@ -382,11 +430,31 @@ def _main(argv=None) -> int:
         summary.update(ok_files=len(ok_files), faces=sum(r["status"] == "ok" for r in rows),
                        no_face=sum(r["status"] == "no_face" for r in rows),
                        errors=sum(r["status"] == "error" for r in rows), internal_errors=internal)
-        write_results(args.out, rows, summary)
-        journal.close()
-        if len({r["file"] for r in rows}) >= summary["files"]:  # complete: results.json has it all
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(args.out, JOURNAL))
+        with contextlib.suppress(OSError):
+            os.unlink(reserve)  # its room is for the results
+        with contextlib.suppress(OSError):
+            journal.close()
+        try:
+            write_results(args.out, rows, summary)
+        except OSError as e:
+            if lost is None and not output_lost(e, args.out):
+                raise
+            lost = lost or e
+            results_lost = True
+        else:
+            results_lost = False
+            if len({r["file"] for r in rows}) >= summary["files"]:  # complete: results.json has it all
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(args.out, JOURNAL))
+    if lost is not None:
+        n_done = len({r["file"] for r in rows})
+        gone = not os.path.isdir(args.out)
+        why = "output folder vanished" if gone else (lost.strerror or str(lost)).lower()
+        saved = ("nothing more can be written there" if gone else
+                 f"{JOURNAL} lists them (results.csv could not be written)" if results_lost else "results.csv lists them")
+        print(shown(f"error: {lost.filename or args.out}: {why}; stopped after {n_done} of {summary['files']} inputs "
+                    f"({saved}); free space and rerun with --resume"), file=sys.stderr)
+        return EXIT_OUTPUT_LOST
     print(shown(f"{summary['faces']} faces from {summary['ok_files']} of {summary['files']} inputs "
                 f"({summary['no_face']} without a face, {summary['errors']} unreadable) -> {args.out}/results.csv"),
           file=sys.stderr)

@@ -300,8 +300,8 @@ def load_image(path: str | os.PathLike, max_side: int = MAX_SIDE) -> LoadedImage
     return decode_image(data, path, max_side)
 
 
-def atomic_write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
-    """Write an RGB image so that a crash never leaves a half-written file."""
+def atomic_write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95, make_dirs: bool = True) -> None:
+    """Write an RGB image so that a crash never leaves a half-written file (``atomic_write_bytes``)."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower() or ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in (".jpg", ".jpeg") else []
@@ -311,7 +311,7 @@ def atomic_write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 
         ok = False
     if not ok:
         raise ImageError(f"{path}: cannot encode image as {ext}")
-    atomic_write_bytes(path, enc.tobytes())
+    atomic_write_bytes(path, enc.tobytes(), make_dirs)
 
 
 TMP_TAG = ".tmp"
@@ -325,9 +325,14 @@ def temp_name(path: str) -> str:
     return os.path.join(d, os.fsdecode(b"." + b + f"{TMP_TAG}{os.getpid()}".encode()))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, make_dirs: bool = True) -> None:
+    """Write to a temp file beside ``path``, fsync, rename: ``path`` is the old file or the whole new
+    one, never a part. On failure the temp file is removed and the OSError names ``path`` (a full
+    disk: ENOSPC). ``make_dirs=False``: a missing folder is an error, not created again (a batch
+    whose output folder vanished, e.g. an unmounted stick, must not write into the mount point)."""
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if make_dirs:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
@@ -335,10 +340,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise OSError(e.errno, e.strerror, path) from None
         raise
+
+
+OUTPUT_LOST = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a write that no retry of the next file will fix
+
+
+def output_lost(e: BaseException, folder: str) -> bool:
+    """Whether ``e`` (from writing into ``folder``) means the output is gone for every later file too:
+    the disk or quota is full, the filesystem went read-only, or the folder itself vanished."""
+    return isinstance(e, OSError) and (e.errno in OUTPUT_LOST or not os.path.isdir(folder))
 
 
 def remove_stale_temps(folder: str) -> int:

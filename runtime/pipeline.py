@@ -6,14 +6,16 @@ model sees faces framed the way its training crops were.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .detect import Face, FaceAnalyzer
-from .engines import Engine, load_engine
+from .engines import CHUNK, Engine, load_engine
 from .errors import ModelError
 
 # The shipped generator, bundled in runtime/assets/ (a bare name that is not a local file is looked
@@ -53,6 +55,9 @@ class FaceResult:
     source: str = ""
     image: np.ndarray | None = field(default=None, repr=False)  # the input (RGB), for sheet()
     face: Face | None = field(default=None, repr=False)  # the analyzer's Face (landmarks, square)
+    # batch() keeps no image: sheet() reads it again from the input it was given (a path, the
+    # caller's own array or PIL image), so 200 photos do not stay in memory
+    reload: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def save(self, path, what: str = "frontal") -> str:
         """Write the frontal face (``what="crop"``: the crop, ``"sheet"``: the sheet) to ``path``
@@ -69,9 +74,10 @@ class FaceResult:
 
     def sheet(self, height: int = 256) -> np.ndarray:
         """input (with the crop square) | crop | frontal, side by side, RGB uint8 ``height`` px high."""
-        if self.image is None or self.face is None:
+        image = self.image if self.image is not None or self.reload is None else self.reload()
+        if image is None or self.face is None:
             return side_by_side([self.crop, self.frontal], height)
-        shown = self.image.copy()
+        shown = image.copy()
         draw_face(shown, self.face)
         return side_by_side([shown, self.crop, self.frontal], height)
 
@@ -90,6 +96,10 @@ class FrameResult:
     index: int
     image: np.ndarray = field(repr=False)
     faces: list[FaceResult]
+
+
+def _reloaded(image, bgr: bool) -> np.ndarray:
+    return to_rgb(image, bgr)[0]
 
 
 def to_rgb(image, bgr: bool = False) -> tuple[np.ndarray, float, str]:
@@ -140,7 +150,7 @@ class Frontalizer:
         fr = Frontalizer()                 # the bundled model; nothing is loaded yet
         faces = fr("photo.jpg")            # a path, an RGB array (bgr=True for OpenCV's) or a PIL image
         faces[0].save("front.png"); faces[0].sheet()
-        fr.batch(["a.jpg", "b.jpg"])       # a list of results per image, one model call
+        fr.batch(["a.jpg", "b.jpg"])       # a list of results per image; bounded memory
         for frame in fr.video("clip.mp4", vid_stride=2): frame.faces
 
     ``model``: a file (.onnx, .tflite, .keras) or the name of a bundled one (default
@@ -212,14 +222,29 @@ class Frontalizer:
         return self._results(rgb, scale, name, faces, self.frontalize(faces))
 
     def batch(self, images, bgr: bool = False, max_faces: int | None = None) -> list[list[FaceResult]]:
-        """``__call__`` over a list of images, the faces of all of them in one model call."""
-        loaded = [to_rgb(im, bgr) for im in images]
-        found = [self.faces(rgb, max_faces or self.max_faces)[0] for rgb, _, _ in loaded]
-        frontals = self.frontalize([f for fs in found for f in fs])
-        out, i = [], 0
-        for (rgb, scale, name), fs in zip(loaded, found):
-            out.append(self._results(rgb, scale, name, fs, frontals[i:i + len(fs)]))
-            i += len(fs)
+        """``__call__`` over a list (or any iterable) of images, in order. Memory stays bounded
+        whatever their number: one image is held at a time, faces go to the model in chunks of
+        ``engines.CHUNK`` across images, and a result keeps no copy of its image (``sheet()``
+        reads it again)."""
+        out: list[list[FaceResult]] = []
+        pending: list[FaceResult] = []  # results whose frontal is still to come
+
+        def flush():
+            for r, frontal in zip(pending, self.frontalize([r.face for r in pending])):
+                r.frontal = frontal
+            pending.clear()
+
+        for im in images:
+            rgb, scale, name = to_rgb(im, bgr)
+            faces, _ = self.faces(rgb, max_faces or self.max_faces)
+            results = self._results(rgb, scale, name, faces, [None] * len(faces))
+            for r in results:
+                r.image, r.reload = None, functools.partial(_reloaded, im, bgr)
+            out.append(results)
+            pending += results
+            if len(pending) >= CHUNK:
+                flush()
+        flush()
         return out
 
     def video(self, source, vid_stride: int = 1, max_frames: int | None = None,

@@ -31,6 +31,7 @@ CANON_SIZE = 128
 CANON_E_Y, CANON_EM = 41.4, 47.5  # in a 128 px canonical crop
 REFINE_SCALE = 1.25  # second-pass box = canonical square x this
 DET_SCALE = 1.7  # first-pass box = detector box side x this (a detector box spans ~brow..chin)
+CHUNK = 16  # boxes per pose-network call (bounded memory on a crowd)
 YAW_BINS = tuple(range(-90, 91, 15))  # the network's yaw classes; the estimate is their softmax expectation
 
 
@@ -129,8 +130,8 @@ class PoseNet:
         if not squares:
             return []
         affs = [box_affine(*sq) for sq in squares]
-        x = np.stack([crop(rgb, sq, INPUT) for sq in squares])
-        y = self.sess.run(None, {self.inp: x})[0]
+        y = np.concatenate([self.sess.run(None, {self.inp: np.stack([crop(rgb, sq, INPUT) for sq in squares[i:i + CHUNK]])})[0]
+                            for i in range(0, len(squares), CHUNK)])  # bounded memory on a crowd
         out = []
         yaws = decode_yaw(y[:, 5:])
         for aff, v, yaw in zip(affs, y, yaws):

@@ -69,6 +69,36 @@ def test_batch_is_per_image_in_one_model_call(fr, monkeypatch):
     np.testing.assert_array_equal(out[0][0].frontal, out[2][0].frontal)
 
 
+def test_engine_runs_many_faces_in_bounded_chunks_in_order(fr, monkeypatch):
+    from runtime import engines
+
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 256, (2 * engines.CHUNK + 3, 128, 128, 3), dtype=np.uint8)
+    one_by_one = np.stack([fr.engine.run(c) for c in crops])
+    sizes = []
+    real = fr.engine.run_float
+    monkeypatch.setattr(fr.engine, "run_float", lambda x, yaw=None: sizes.append(len(x)) or real(x, yaw))
+    together = fr.engine.run(crops)
+    assert sizes == [engines.CHUNK, engines.CHUNK, 3]
+    np.testing.assert_allclose(together.astype(int), one_by_one.astype(int), atol=1)
+
+
+def test_batch_holds_no_image_and_keeps_order_across_chunks(fr, monkeypatch):
+    import runtime.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "CHUNK", 2)  # flush every two faces: results must still line up
+    mirrored = cv2.imread(SAMPLE)[:, ::-1, ::-1]
+    imgs = [SAMPLE, mirrored, np.full((200, 200, 3), 90, np.uint8), SAMPLE, mirrored]
+    out = fr.batch(iter(imgs))  # any iterable
+    assert [len(r) for r in out] == [1, 1, 0, 1, 1]
+    alone = [fr(im)[0].frontal for im in (SAMPLE, mirrored)]
+    for res, want in zip([out[0], out[1], out[3], out[4]], alone * 2):
+        assert res[0].image is None
+        np.testing.assert_array_equal(res[0].frontal, want)
+    sheet = out[1][0].sheet()  # the input read again from the caller's array
+    np.testing.assert_array_equal(sheet, fr(mirrored)[0].sheet())
+
+
 def test_video_yields_frames_with_stride(fr, tmp_path):
     video = make_face_video(str(tmp_path / "face.mp4"), 9)
     got = list(fr.video(video, vid_stride=3))
