@@ -23,7 +23,11 @@ last cluster. SIGTERM is handled like Ctrl-C (the video is closed and renamed); 
 box, yaw, detector or "track", ms per stage, fps; "write" is the hand-off to the encoder thread,
 which only takes long when the encoder falls behind) and snapshots. Exit code: 0 when the loop
 ran and ended (end of video, camera gone, q, --max-frames), 1 when the source gave no frame
-at all, 2 for a model or argument error.
+at all, 2 for a model or argument error, 4 when the output was lost: OUT's free space fell under
+``MIN_FREE_BYTES`` (checked every ``FREE_CHECK_EVERY`` frames; OpenCV's video writer does not report
+a full disk itself), a write failed for a full disk, or OUT vanished. The loop then stops with one
+line; the video is closed (a playable file up to the last frame) and frames.jsonl ends with a whole
+line.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ import numpy as np
 from .detect import Face, FaceAnalyzer
 from .engines import ENGINES, load_engine
 from .errors import FrontalizeError
-from .image_io import atomic_write_image, captured_stderr, keep_errors
+from .image_io import atomic_write_image, captured_stderr, keep_errors, output_lost
 from .pipeline import DEFAULT_MODEL, analyzer_for, side_by_side
 from .sources import SourceError, is_live, open_capture, parse_source  # noqa: F401  (re-exported)
 
@@ -199,6 +203,14 @@ def draw_frame(frame_bgr: np.ndarray, face: Face | None, frontal_rgb: np.ndarray
     return out
 
 
+MIN_FREE_BYTES = 16 * 2**20  # room kept to close the video and the JSON lines
+FREE_CHECK_EVERY = 10  # frames between free-space checks (statvfs: microseconds)
+
+
+class OutputLost(Exception):
+    """OUT's disk is (nearly) full, read-only or gone: the loop stops (exit 4)."""
+
+
 class Outputs:
     """Headless outputs: annotated video + per-frame JSON lines, closed/renamed on any exit."""
 
@@ -211,7 +223,7 @@ class Outputs:
             os.replace(self.part_path, os.path.join(out_dir, "camera.killed.mkv"))
         self.writer = None
         self.jsonl = open(os.path.join(out_dir, "frames.jsonl"), "w", buffering=1)
-        self.frames = 0
+        self.frames = self.records = 0
         # mp4v encoding runs on its own thread (OpenCV releases the GIL), overlapping the next
         # frame's work; the bounded queue applies back-pressure instead of growing.
         self._queue: queue.Queue = queue.Queue(maxsize=4)
@@ -233,6 +245,18 @@ class Outputs:
 
     def write_record(self, record: dict):
         self.jsonl.write(json.dumps(record) + "\n")
+        self.records += 1
+
+    def check_room(self) -> None:
+        """OutputLost when OUT is gone or its free space is under MIN_FREE_BYTES."""
+        try:
+            st = os.statvfs(self.dir)
+            if os.path.isdir(self.dir) and st.f_bavail * st.f_frsize >= MIN_FREE_BYTES:
+                return
+            why = f"less than {MIN_FREE_BYTES // 2**20} MB free"
+        except OSError:
+            why = "output folder vanished"
+        raise OutputLost(f"{self.dir}: {why}")
 
     def close(self):
         self.jsonl.close()
@@ -304,7 +328,7 @@ def run(args) -> int:
     out = Outputs(args.out, source.fps) if args.headless else None
     snap_dir = args.out or "."
     times, n, snaps = deque(maxlen=30), 0, 0
-    message = ""
+    message, lost = "", ""
     try:
         while args.max_frames is None or n < args.max_frames:
             ms = {}
@@ -322,9 +346,16 @@ def run(args) -> int:
             record = frame_record(idx, face, ms, fps)
             if out is not None:
                 t = time.perf_counter()
-                out.write_frame(canvas)
-                record["ms"]["write"] = round((time.perf_counter() - t) * 1e3, 2)
-                out.write_record(record)
+                try:
+                    if n % FREE_CHECK_EVERY == 1:
+                        out.check_room()
+                    out.write_frame(canvas)
+                    record["ms"]["write"] = round((time.perf_counter() - t) * 1e3, 2)
+                    out.write_record(record)
+                except OSError as e:
+                    if not output_lost(e, args.out):
+                        raise
+                    raise OutputLost(f"{args.out}: {'output folder vanished' if not os.path.isdir(args.out) else e.strerror}") from None
                 continue
             cv2.imshow("frontalize", canvas)
             key = cv2.waitKey(1) & 0xFF
@@ -344,12 +375,21 @@ def run(args) -> int:
             message = f"stopped after --max-frames {n}"
     except KeyboardInterrupt:
         message = f"interrupted after {n} frames"
+    except OutputLost as e:
+        lost = str(e)
     finally:
         source.close()
         if out is not None:
-            out.close()
+            try:
+                out.close()
+            except OSError as e:  # the last JSON line or the rename did not fit
+                lost = lost or f"{args.out}: {e.strerror}"
         if not args.headless:
             cv2.destroyAllWindows()
+    if lost:
+        print(f"error: {lost}; stopped after {out.records} frames (camera.mkv and frames.jsonl hold them)",
+              file=sys.stderr)
+        return 4
     if source.dropped:
         message += f" ({source.dropped} frames dropped to keep up)"
     print(message, file=sys.stderr)

@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 from runtime.errors import FrontalizeError, shown
-from runtime.image_io import atomic_write_bytes, atomic_write_image, load_image, release_memory
+from runtime.image_io import atomic_write_bytes, atomic_write_image, load_image, output_lost, release_memory
 from runtime.model_meta import default_meta
 
 from .datasets import IMAGE_EXTS, PARSERS, generic_parser
@@ -107,17 +107,25 @@ def crop_one(src: str, dst: str, rel: str) -> dict:
             why = "; ".join(notes) if notes else "no face found"
             raise FrontalizeError(f"no face: {why}" if notes else why)
         face = faces[0]  # largest first
-        atomic_write_image(dst, face.crop)
+        atomic_write_image(dst, face.crop, make_dirs=False)  # prepare() made the folders: one gone is an error
         row.update(ok=True, faces=len(faces), detector=face.detector, yaw_est=round(face.yaw, 1),
                    score=round(face.score, 3), face_px=round(face.size / img.scale))
     except FrontalizeError as e:
         row["reason"] = str(e).replace(src + ": ", "").splitlines()[0]
+    except OSError as e:
+        if output_lost(e, os.path.dirname(dst)):
+            raise  # a full disk or a vanished DST: prepare() stops the run
+        row["reason"] = f"OSError: {e}"[:300]
     except Exception as e:  # a bug or a library error on one file must not stop the batch
         row["reason"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     if not row["ok"]:
         row["kind"] = failure_kind(row["reason"])
     release_memory()
     return row
+
+
+class OutputLost(Exception):
+    """DST's disk or quota is full, its filesystem read-only, or DST vanished: the run stops (exit 4)."""
 
 
 def list_images(root: str, exclude: str | None = None) -> tuple[list[str], int]:
@@ -269,7 +277,11 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
     results = dict(done)
     bar = tqdm(total=len(rels), initial=len(done), unit="img", desc="prepare", disable=not progress,
                dynamic_ncols=True)
-    with open(journal_path, "a") as jf:
+    jf = open(journal_path, "a")
+    try:
+        for d in sorted({os.path.dirname(os.path.join(dst, r)) for r in todo}):
+            os.makedirs(d, exist_ok=True)
+
         def record(row):
             results[row["path"]] = row
             jf.write(json.dumps(row) + "\n")
@@ -298,6 +310,20 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
                                       f"images; run the same command again to resume") from None
             finally:
                 pool.shutdown(cancel_futures=True)  # on Ctrl-C: stop now, not after the queued images
+    except OSError as e:
+        if not output_lost(e, dst):
+            raise
+        # a crop on disk counts as done on the next run (by its file), journaled or not
+        bar.close()
+        n = len(results) - len(done)
+        raise OutputLost(f"{e.filename or dst}: {'output folder vanished' if not os.path.isdir(dst) else (e.strerror or str(e)).lower()}; "
+                         f"stopped after {n} of {len(jobs)} images; free space and run the same command again "
+                         f"to resume") from None
+    finally:
+        try:
+            jf.close()
+        except OSError:  # its last line could not be flushed to a full disk
+            pass
     bar.close()
 
     rows = [results[r] for r in rels]
@@ -329,7 +355,8 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="frontalize-prepare", description=__doc__.split("\n\n")[0],
                                  epilog="Exit code: 0 done (bad files are listed in the report, not fatal), 2 usage "
-                                        "error or a worker died (rerun to resume), 3 internal error, 130 interrupted.")
+                                        "error or a worker died (rerun to resume), 3 internal error, 4 DST's disk filled up or DST "
+                                        "vanished (rerun to resume), 130 interrupted.")
     ap.add_argument("src", help="folder of raw photos (walked recursively)")
     ap.add_argument("dst", help="output folder: crops under the same relative paths, reports, manifest")
     ap.add_argument("--scheme", choices=["multipie", "kface", "generic"], default="multipie",
@@ -351,6 +378,9 @@ def main(argv=None) -> int:
     except (FrontalizeError, ValueError) as e:
         print(shown(f"error: {e}"), file=sys.stderr)
         return 2
+    except OutputLost as e:
+        print(shown(f"error: {e}"), file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         print("\ninterrupted: crops written so far are kept; run the same command to resume", file=sys.stderr)
         return 130
