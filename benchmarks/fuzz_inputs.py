@@ -151,6 +151,25 @@ def write_corpus(root: str, seed: int = 0) -> dict[str, int]:
         b = io.BytesIO()
         frames[0].save(b, "GIF", save_all=True, append_images=frames[1:])
         put("gif", f"g{i:03d}.gif", b.getvalue())
+    # phone formats (issue 27): the HEIC encoded here with pillow-heif (tests/data/), AVIF by Pillow;
+    # whole ones (faces), then bit flips, cuts and overwritten header bytes
+    heic = open(os.path.join(ROOT, "tests", "data", "profile_woman.heic"), "rb").read()
+    avif = enc(small, "AVIF", quality=60)
+    for ext, data in (("heic", heic), ("avif", avif)):
+        for i in range(5):
+            put("phone_formats", f"whole{i}.{ext}", data if ext == "heic" else enc(np.roll(small, 7 * i, 1), "AVIF"))
+        for i in range(60):
+            d = bytearray(data)
+            if i % 3 == 0:
+                for _ in range(int(rng.integers(1, 20))):
+                    k = int(rng.integers(0, len(d)))
+                    d[k] ^= 1 << int(rng.integers(0, 8))
+            elif i % 3 == 1:
+                d = d[:int(rng.integers(1, len(d)))]
+            else:
+                k = int(rng.integers(0, min(len(d), 400)))
+                d[k:k + 4] = rng.bytes(4)
+            put("phone_formats_broken", f"b{i:03d}.{ext}", bytes(d))
     hdr = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 8000 +X 8000\n"
     for i in range(10):
         put("other_format", f"hdr{i}.jpg", hdr + rng.bytes(20000))

@@ -10,6 +10,10 @@ Decisions (documented in README, "Reliability"):
   holds its full-size DCT coefficients: 2 bytes per sample).
   Formats Pillow cannot size (e.g. Radiance HDR, OpenEXR) are refused.
 - EXIF orientation is applied (a phone photo comes out upright).
+- HEIC/HEIF (iPhone photos) decode through ``pi-heif`` (libheif + libde265, decode-only; its irot/
+  imir and EXIF orientation applied), AVIF through Pillow's own plugin (libavif + dav1d); both
+  through Pillow, with the same header-first budget (counted at 3x the output: the decoder's
+  buffer, Pillow's image, the array).
 - Grayscale is expanded to 3 channels, alpha is dropped, 16-bit is scaled to 8-bit, float/32-bit
   single-channel TIFFs are scaled from their own range; GIF: the first frame.
 - Data after the end of the image (JPEG EOI, PNG IEND: motion photos, padding) is ignored; a JPEG
@@ -37,6 +41,9 @@ from .errors import ImageError
 MAX_SIDE = 4096
 MAX_FILE_BYTES = 48 * 2**20  # bigger files are refused before reading
 MAX_DECODE_BYTES = 128 * 2**20  # decoder peak per image: 2 x output (+ progressive JPEG coefficients)
+# HEIC/AVIF have no reduced decode: a 24 MP phone photo (5712x4284) peaks at ~230 MB above the imports
+# (measured: 3.1 x its RGB size), so they get their own budget, counted at 3 x: up to 28 MP
+PHONE_DECODE_BYTES = 256 * 2**20
 _JPEG_MAGIC = b"\xff\xd8"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -86,6 +93,7 @@ def _header(f, name: str):
 
     from PIL import Image, JpegImagePlugin
 
+    register_heif()
     f.seek(0)
     head = f.read(16)
     f.seek(0)
@@ -114,6 +122,8 @@ def _header(f, name: str):
             raise ImageError(f"{name}: truncated or corrupt JPEG header") from None
         if head.startswith(_PNG_MAGIC):
             raise ImageError(f"{name}: corrupt or truncated PNG header") from None
+        if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS and register_heif():
+            raise ImageError(f"{name}: corrupt or truncated HEIF/AVIF header") from None
         kind = _magic_name(head)
         raise ImageError(f"{name}: not an image or unsupported format ({kind})") from None
     if w <= 0 or h <= 0:
@@ -121,17 +131,39 @@ def _header(f, name: str):
     sample = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
     reduce = 1
 
+    copies = 3 if fmt in PILLOW_ONLY else 2
+
     def need():  # imdecode's peak: the output twice (decoded, then copied out) + coefficients
-        return 2 * -(-w // reduce) * -(-h // reduce) * 3 * sample + coef
+        return copies * -(-w // reduce) * -(-h // reduce) * 3 * sample + coef
 
     if fmt == "JPEG":  # libjpeg decodes at 1/2, 1/4, 1/8: reduce to MAX_SIDE, more if over budget
         while reduce < 8 and (max(w, h) / (reduce * 2) >= MAX_SIDE or need() > MAX_DECODE_BYTES):
             reduce *= 2
-    if need() > MAX_DECODE_BYTES:
+    budget = PHONE_DECODE_BYTES if fmt in PILLOW_ONLY else MAX_DECODE_BYTES
+    if need() > budget:
         what = "progressive JPEG" if fmt == "JPEG" and progressive else fmt or "image"
         raise ImageError(f"{name}: image too large to decode ({what} {w}x{h}: {need() / 2**20:.0f} MB > "
-                         f"{MAX_DECODE_BYTES / 2**20:.0f} MB budget)")
+                         f"{budget / 2**20:.0f} MB budget)")
     return w, h, fmt, reduce
+
+
+PILLOW_ONLY = ("HEIF", "AVIF")  # formats OpenCV's wheels do not decode
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
+_HEIF = None
+
+
+def register_heif() -> bool:
+    """Let Pillow open HEIC/HEIF (pi-heif, once); False when pi-heif is not installed."""
+    global _HEIF
+    if _HEIF is None:
+        try:
+            import pi_heif
+
+            pi_heif.register_heif_opener()
+            _HEIF = True
+        except ImportError:
+            _HEIF = False
+    return _HEIF
 
 
 def _magic_name(head: bytes) -> str:
@@ -141,8 +173,8 @@ def _magic_name(head: bytes) -> str:
             return kind
     if head[:4] in (b"II*\0", b"MM\0*"):
         return "a TIFF layout neither OpenCV nor Pillow reads, e.g. more than 4 samples per pixel"
-    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
-        return "HEIF/AVIF"
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "HEIF/AVIF" if register_heif() else "HEIF/AVIF; pip install pi-heif to read HEIC"
     return "unknown format"
 
 
@@ -165,18 +197,27 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _pillow_decode(data: bytes, name: str) -> np.ndarray:
+def _pillow_decode(data: bytes, name: str, max_side: int = MAX_SIDE) -> np.ndarray:
     """What OpenCV cannot decode but Pillow can: 32-bit int / float single-channel TIFFs
     (scaled from their own finite min..max to 0..255). Returns RGB uint8."""
     import io
 
     from PIL import Image
 
+    from PIL import ImageOps
+
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            a = np.asarray(im)
             mode = im.mode
+            if im.format in PILLOW_ONLY:  # 8-bit RGB(A)/L, upright (EXIF orientation, HEIF's irot/imir)
+                if im.mode != "RGB":
+                    im = im.convert("RGB")
+                k = -(-max(im.size) // max_side)
+                if k > 1:  # a 24 MP phone photo: box-reduce before any further copy
+                    im = im.reduce(k)
+                return np.asarray(ImageOps.exif_transpose(im))
+            a = np.asarray(im)
     except Exception as e:
         raise ImageError(f"{name}: cannot decode image ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
     if mode in ("I", "F", "I;16", "I;16B", "I;16L") or a.dtype.kind in "iuf" and a.dtype != np.uint8:
@@ -211,7 +252,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_side: int = MAX_SIDE) -
     chatter: list[str] = []
     try:
         with captured_stderr(chatter):
-            img = cv2.imdecode(buf, flags)
+            img = None if fmt in PILLOW_ONLY else cv2.imdecode(buf, flags)
     except cv2.error:
         img = None
     said = chatter[0] if chatter else ""
@@ -223,14 +264,14 @@ def decode_image(data: bytes, name: str = "<bytes>", max_side: int = MAX_SIDE) -
     if img is None and fmt == "PNG":
         raise ImageError(f"{name}: corrupt or truncated PNG")
     if img is None or img.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
-        rgb = _pillow_decode(data, name)
+        rgb = _pillow_decode(data, name, max_side)
     else:
         try:
             rgb = to_rgb8(img)
         except ImageError as e:
             raise ImageError(f"{name}: {e}") from None
     del img
-    scale = 1.0 / reduce
+    scale = 1.0 / reduce if fmt not in PILLOW_ONLY else max(rgb.shape[:2]) / max(w, h)  # reduced while decoding
     h, w = rgb.shape[:2]
     if max(h, w) > max_side:
         f = max_side / max(h, w)

@@ -344,3 +344,12 @@ def test_output_folder_vanishing_stops_the_run_and_is_not_recreated(tiny, tmp_pa
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "output folder vanished" in err[0] and "stopped after 2 of 4" in err[0], err
     assert not out.exists() and len(seen) == 3
+
+
+def test_iphone_heic_photo_is_frontalized(tiny, tmp_path):
+    heic = os.path.join(os.path.dirname(__file__), "data", "profile_woman_orient6.heic")  # stored sideways
+    assert frontalize.main([heic, "--sheet", "--model", tiny["edge"]["onnx"], "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "results.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["ok"] and float(rows[0]["yaw"]) < -60  # upright, read as a profile
+    assert cv2.imread(rows[0]["sheet"]).shape[0] == 256

@@ -233,3 +233,70 @@ def test_progressive_jpeg_is_decoded_reduced_to_fit_the_budget():
     Image.new("RGB", (6000, 4000), (90, 120, 200)).save(b, "JPEG", progressive=True)  # 24 MP, 4:2:0
     img = decode_image(b.getvalue(), "p.jpg")  # coefficients 72 MB + 2 x output at 1/2: inside 128 MB
     assert img.rgb.shape == (2000, 3000, 3) and img.scale == 0.5
+
+
+# -- phone formats (issue 27): HEIC encoded here with pillow-heif 1.9.0 (x265) from
+# samples/profile_woman.jpg (public domain) at 456x480, quality 70; the second stored sideways
+# with EXIF orientation 6, as a phone held upright writes it. AVIF is encoded by Pillow in the test.
+DATA = os.path.join(os.path.dirname(__file__), "data")
+HEIC, HEIC_ROT = os.path.join(DATA, "profile_woman.heic"), os.path.join(DATA, "profile_woman_orient6.heic")
+
+
+def _reference():
+    import cv2
+
+    rgb = load_image(os.path.join(os.path.dirname(__file__), "..", "samples", "profile_woman.jpg")).rgb
+    return cv2.resize(rgb, (456, 480), interpolation=cv2.INTER_AREA)
+
+
+def _psnr(a, b):
+    return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
+
+
+def test_heic_decodes_like_the_jpeg_upright():
+    ref = _reference()
+    for path in (HEIC, HEIC_ROT):
+        img = load_image(path)
+        assert img.rgb.shape == (480, 456, 3) and img.rgb.dtype == np.uint8 and img.scale == 1.0
+        assert _psnr(img.rgb, ref) > 30, path
+
+
+def test_avif_decodes_upright_with_exif_orientation():
+    import io
+
+    ref = _reference()
+    ex = Image.Exif()
+    ex[0x0112] = 6  # rotate 90 CW to display
+    for im, exif in ((ref, b""), (np.ascontiguousarray(np.rot90(ref, 1)), ex.tobytes())):
+        b = io.BytesIO()
+        Image.fromarray(im).save(b, "AVIF", quality=80, exif=exif)
+        rgb = decode_image(b.getvalue(), "phone.avif").rgb
+        assert rgb.shape == ref.shape and _psnr(rgb, ref) > 30
+
+
+def test_broken_heic_and_avif_are_one_line_errors():
+    import io
+
+    rng = np.random.default_rng(0)
+    b = io.BytesIO()
+    Image.fromarray(_reference()).save(b, "AVIF", quality=60)
+    reasons = set()
+    for name, data in (("x.heic", open(HEIC, "rb").read()), ("x.avif", b.getvalue())):
+        for i in range(45):
+            d = bytearray(data)
+            if i % 3 == 0:
+                for _ in range(int(rng.integers(1, 20))):
+                    k = int(rng.integers(0, len(d)))
+                    d[k] ^= 1 << int(rng.integers(0, 8))
+            elif i % 3 == 1:
+                d = d[:int(rng.integers(1, len(d)))]
+            else:
+                k = int(rng.integers(0, 400))
+                d[k:k + 4] = rng.bytes(4)
+            try:
+                decode_image(bytes(d), name)  # a flip in the pixel data may still decode: fine
+            except ImageError as e:
+                msg = str(e)
+                assert msg.startswith(f"{name}: ") and "\n" not in msg and len(msg) < 200
+                reasons.add(msg.split(": ", 1)[1].split(" (")[0])
+    assert "corrupt or truncated HEIF/AVIF header" in reasons and "cannot decode image" in reasons
