@@ -246,3 +246,13 @@ def test_full_disk_stops_with_exit_4_and_the_rerun_finishes(tmp_path, capsys):
         assert {f: os.stat(dst / f).st_mtime_ns for f in made} == before  # nothing redone
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_phone_photos_are_cropped_to_png(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(os.path.join(os.path.dirname(__file__), "data", "profile_woman_orient6.heic"), src / "woman_0.heic")
+    rep = prepare(str(src), str(tmp_path / "dst"), scheme="generic", pattern=r"(?P<id>woman)_(?P<yaw>\d+)",
+                  workers=1, progress=False, manifest=False)
+    assert rep["faces"] == 1
+    assert load_image(tmp_path / "dst" / "woman_0.heic.png").rgb.shape == (128, 128, 3)

@@ -24,7 +24,8 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff",
+              ".heic", ".heif", ".hif", ".avif"}  # phone formats (runtime.image_io: pi-heif, Pillow)
 YAWS = tuple(range(-90, 91, 15))  # the 13 pose labels; index 6 is frontal
 FRONTAL_INDEX = YAWS.index(0)
 DEFAULT_DATA_ROOT = os.environ.get("FRONTALIZE_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))

@@ -1,7 +1,8 @@
 """Crop a raw photo folder to face crops: ``python -m training.prepare SRC DST``.
 
 Every image under SRC goes through ``runtime.detect.FaceAnalyzer`` (one per worker
-process) and its largest face is written to DST under the same relative path, as a
+process) and its largest face is written to DST under the same relative path (HEIC/AVIF:
+with ``.png`` added, ``crop_name``), as a
 ``--size`` square crop framed like the training data (the model metadata's default
 crop_scale / crop_shift_y). Bad files never stop the run: each is listed in the report
 with a one-line reason.
@@ -122,6 +123,12 @@ def crop_one(src: str, dst: str, rel: str) -> dict:
         row["kind"] = failure_kind(row["reason"])
     release_memory()
     return row
+
+
+def crop_name(rel: str) -> str:
+    """The crop's path in DST: the photo's own, with ``.png`` added to formats OpenCV cannot write
+    (a phone's ``a.heic`` -> ``a.heic.png``, so it never clashes with an ``a.png`` beside it)."""
+    return rel + ".png" if os.path.splitext(rel)[1].lower() in (".heic", ".heif", ".hif", ".avif") else rel
 
 
 class OutputLost(Exception):
@@ -266,7 +273,7 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
     done, todo = {}, []
     for rel in rels:
         prev = journal.get(rel)
-        if os.path.exists(os.path.join(dst, rel)):
+        if os.path.exists(os.path.join(dst, crop_name(rel))):
             done[rel] = prev if prev and prev["ok"] else {"path": rel, "ok": True, "faces": None}
         elif prev and not prev["ok"] and not retry_failed:
             done[rel] = prev
@@ -279,7 +286,7 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
                dynamic_ncols=True)
     jf = open(journal_path, "a")
     try:
-        for d in sorted({os.path.dirname(os.path.join(dst, r)) for r in todo}):
+        for d in sorted({os.path.dirname(os.path.join(dst, crop_name(r))) for r in todo}):
             os.makedirs(d, exist_ok=True)
 
         def record(row):
@@ -288,7 +295,7 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
             jf.flush()  # one line per image: a crash loses at most the line being written
             bar.update(1)
 
-        jobs = [(os.path.join(src, r), os.path.join(dst, r), r) for r in todo]
+        jobs = [(os.path.join(src, r), os.path.join(dst, crop_name(r)), r) for r in todo]
         if workers <= 1 or len(jobs) <= 1:
             if jobs:
                 init_worker(settings)
