@@ -227,6 +227,7 @@ def per_file_rss(root: str, model: str, out: str) -> dict[str, tuple[float, str]
     from runtime.pipeline import Frontalizer
 
     fr = Frontalizer(model, threads=1, detector="default")
+    os.makedirs(out, exist_ok=True)  # the CLI makes --out; process_file does not (a vanished one is an error)
     worst: dict[str, tuple[float, str]] = {}
     for kind, path in _files(root):
         with open("/proc/self/clear_refs", "w") as f:
@@ -258,6 +259,8 @@ def run_cli(cmd: list[str], timeout: int) -> dict:
 def run(root: str, model: str, work: str, md: str | None) -> dict:
     import csv
 
+    from runtime import frontalize
+
     files = _files(root)
     counts = json.load(open(os.path.join(root, "counts.json")))
     res: dict = {"corpus": counts}
@@ -269,11 +272,12 @@ def run(root: str, model: str, work: str, md: str | None) -> dict:
     bar = re.compile(r"^frontalize:|^\s*$")
     other = [l for l in cli["stderr_lines"] if not (l.startswith("skip: ") or bar.match(l) or " faces from " in l)]
     res["frontalize"] = {"rc": cli["rc"], "seconds": cli["seconds"], "maxrss_mb": cli["maxrss_mb"],
-                         "files": len(files), "in_results": sum(p in listed for _, p in files),
+                         # results.csv holds names as valid UTF-8 (undecodable bytes as \xff escapes)
+                         "files": len(files), "in_results": sum(frontalize.utf8_text(p) in listed for _, p in files),
                          "status": {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_face", "error")},
                          "internal_errors": sum("internal error" in r["error"] for r in rows),
                          "traceback": any("Traceback" in l for l in cli["stderr_lines"]), "other_stderr": other[:20]}
-    kind_of = {p: k for k, p in files}
+    kind_of = {frontalize.utf8_text(p): k for k, p in files}
     by_kind: dict[str, dict[str, int]] = {}
     for r in rows:
         if r["face"] in ("", "0"):
