@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import ModelError
 
+PNET_XNNPACK = True
 STAGE_CHUNK = 32  # candidate boxes per R-Net / O-Net call (O-Net: ~0.8 MB of XNNPACK arena a box)
 FILES = {"pnet": "mtcnn_pnet.tflite", "rnet": "mtcnn_rnet.tflite", "onet": "mtcnn_onet.tflite"}
 
@@ -98,9 +99,11 @@ class MTCNN:
         for name, f in FILES.items():
             path = os.path.join(assets, f) if assets else asset(f)
             try:
-                # P-Net runs on every pyramid level, a new input shape each: XNNPACK would keep ~160 MB
-                # for a 640 px view (a crowd's peak); the plain kernels keep ~28 MB, +17 ms a 640 px view
-                kw = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if name == "pnet" else {}
+                # P-Net runs on every pyramid level, a new input shape each: XNNPACK keeps ~130 MB for the
+                # largest level of a 640 px view, the plain kernels ~28 MB but +17 ms a photo (measured);
+                # PNET_XNNPACK=False trades that speed for the memory
+                kw = {} if name != "pnet" or PNET_XNNPACK else {
+                    "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
                 it = Interpreter(model_path=path, num_threads=threads, **kw)
             except Exception as e:  # LiteRT raises ValueError/RuntimeError on missing or bad files
                 raise ModelError(f"{path}: cannot load MTCNN {name} ({str(e).splitlines()[0]})") from None
