@@ -29,7 +29,7 @@ def name(req: str) -> str:
 def test_base_install_is_the_runtime_only():
     p = project()
     base = {name(r) for r in p["dependencies"]}
-    assert base == {"numpy", "opencv-python-headless", "onnxruntime", "ai-edge-litert", "pillow", "tqdm"}
+    assert base == {"numpy", "opencv-python-headless", "onnxruntime", "ai-edge-litert", "pillow", "pi-heif", "tqdm"}
     train = {name(r) for r in p["optional-dependencies"]["train"]}
     assert {"tensorflow-cpu", "matplotlib", "dlib-bin", "face-recognition-models"} <= train
     assert "gpu" not in p["optional-dependencies"]  # an extra cannot replace onnxruntime
