@@ -51,6 +51,22 @@ def jpeg_claiming(jpg: bytes, w: int, h: int) -> bytes:
     raise ValueError("no SOF")
 
 
+def mutate(data: bytes, rng: np.random.Generator, i: int) -> bytes:
+    """A broken copy of ``data``, by ``i % 3``: 1-19 flipped bits, cut at a random point, or 4 bytes
+    overwritten within the first 400 (the header)."""
+    d = bytearray(data)
+    if i % 3 == 0:
+        for _ in range(int(rng.integers(1, 20))):
+            k = int(rng.integers(0, len(d)))
+            d[k] ^= 1 << int(rng.integers(0, 8))
+    elif i % 3 == 1:
+        d = d[:int(rng.integers(1, len(d)))]
+    else:
+        k = int(rng.integers(0, min(len(d), 400)))
+        d[k:k + 4] = rng.bytes(4)
+    return bytes(d)
+
+
 def write_corpus(root: str, seed: int = 0) -> dict[str, int]:
     import cv2
     import tifffile
@@ -159,17 +175,7 @@ def write_corpus(root: str, seed: int = 0) -> dict[str, int]:
         for i in range(5):
             put("phone_formats", f"whole{i}.{ext}", data if ext == "heic" else enc(np.roll(small, 7 * i, 1), "AVIF"))
         for i in range(60):
-            d = bytearray(data)
-            if i % 3 == 0:
-                for _ in range(int(rng.integers(1, 20))):
-                    k = int(rng.integers(0, len(d)))
-                    d[k] ^= 1 << int(rng.integers(0, 8))
-            elif i % 3 == 1:
-                d = d[:int(rng.integers(1, len(d)))]
-            else:
-                k = int(rng.integers(0, min(len(d), 400)))
-                d[k:k + 4] = rng.bytes(4)
-            put("phone_formats_broken", f"b{i:03d}.{ext}", bytes(d))
+            put("phone_formats_broken", f"b{i:03d}.{ext}", mutate(data, rng, i))
     hdr = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 8000 +X 8000\n"
     for i in range(10):
         put("other_format", f"hdr{i}.jpg", hdr + rng.bytes(20000))

@@ -46,7 +46,7 @@ import numpy as np
 from .detect import Face, FaceAnalyzer
 from .engines import ENGINES, load_engine
 from .errors import FrontalizeError
-from .image_io import atomic_write_image, captured_stderr, keep_errors, output_lost
+from .image_io import atomic_write_image, captured_stderr, keep_errors, lost_reason, output_lost
 from .pipeline import DEFAULT_MODEL, analyzer_for, side_by_side
 from .sources import SourceError, is_live, open_capture, parse_source  # noqa: F401  (re-exported)
 
@@ -355,7 +355,7 @@ def run(args) -> int:
                 except OSError as e:
                     if not output_lost(e, args.out):
                         raise
-                    raise OutputLost(f"{args.out}: {'output folder vanished' if not os.path.isdir(args.out) else e.strerror}") from None
+                    raise OutputLost(f"{args.out}: {lost_reason(e, args.out)}") from None
                 continue
             cv2.imshow("frontalize", canvas)
             key = cv2.waitKey(1) & 0xFF
@@ -383,7 +383,7 @@ def run(args) -> int:
             try:
                 out.close()
             except OSError as e:  # the last JSON line or the rename did not fit
-                lost = lost or f"{args.out}: {e.strerror}"
+                lost = lost or f"{args.out}: {lost_reason(e, args.out)}"
         if not args.headless:
             cv2.destroyAllWindows()
     if lost:

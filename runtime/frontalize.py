@@ -47,7 +47,7 @@ import numpy as np
 from .engines import ENGINES
 from .errors import FrontalizeError, ModelError, shown
 from .image_io import (atomic_write_bytes, atomic_write_image, captured_stderr, keep_errors, load_image,
-                       output_lost, release_memory, remove_stale_temps)
+                       lost_reason, output_lost, release_memory, remove_stale_temps)
 from .pipeline import DEFAULT_MODEL, Frontalizer, draw_face, side_by_side
 from .sources import IMAGE_EXTS, SourceError, frame_count, frames, kind, open_capture
 
@@ -448,9 +448,8 @@ def _main(argv=None) -> int:
                     os.unlink(os.path.join(args.out, JOURNAL))
     if lost is not None:
         n_done = len({r["file"] for r in rows})
-        gone = not os.path.isdir(args.out)
-        why = "output folder vanished" if gone else (lost.strerror or str(lost)).lower()
-        saved = ("nothing more can be written there" if gone else
+        why = lost_reason(lost, args.out)
+        saved = ("nothing more can be written there" if not os.path.isdir(args.out) else
                  f"{JOURNAL} lists them (results.csv could not be written)" if results_lost else "results.csv lists them")
         print(shown(f"error: {lost.filename or args.out}: {why}; stopped after {n_done} of {summary['files']} inputs "
                     f"({saved}); free space and rerun with --resume"), file=sys.stderr)

@@ -398,6 +398,11 @@ def output_lost(e: BaseException, folder: str) -> bool:
     return isinstance(e, OSError) and (e.errno in OUTPUT_LOST or not os.path.isdir(folder))
 
 
+def lost_reason(e: OSError, folder: str) -> str:
+    """What to tell the user about an ``output_lost`` error: the folder is gone, or the system's words."""
+    return "output folder vanished" if not os.path.isdir(folder) else (e.strerror or str(e)).lower()
+
+
 def remove_stale_temps(folder: str) -> int:
     """Delete temp files left in ``folder`` by a killed writer (``.*.tmp<pid>`` and the older
     ``*.tmp<pid>``) whose process is gone. Returns how many were removed."""

@@ -41,3 +41,39 @@ def odd_images(tmp_path_factory) -> dict:
     import odd_images as oi
 
     return oi.write_all(str(tmp_path_factory.mktemp("odd")))
+
+
+class SmallDisk:
+    """A real size-limited tmpfs (a disk that fills up) for the full-disk tests."""
+
+    def __init__(self, where: str):
+        self.path, self.mounted = where, False
+
+    def mount(self, size: int) -> str:
+        """Mount ``size`` bytes at ``self.path``; skips the test where root cannot mount a tmpfs."""
+        import shutil
+        import subprocess
+
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            pytest.skip("needs root to mount a size-limited tmpfs (a real full disk)")
+        os.makedirs(self.path, exist_ok=True)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.path], capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here (container without the permission)")
+        self.mounted = True
+        return self.path
+
+    def resize(self, size: int) -> None:
+        """'Free space': the same files on a larger disk."""
+        import subprocess
+
+        subprocess.run(["mount", "-o", f"remount,size={size}", self.path], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = SmallDisk(str(tmp_path / "disk"))
+    yield disk
+    if disk.mounted:
+        import subprocess
+
+        subprocess.run(["umount", "-l", disk.path], capture_output=True)

@@ -85,32 +85,18 @@ def test_max_frames_stops_early(tiny, video, tmp_path, capsys):
 
 
 
-def test_a_filling_disk_stops_the_loop_with_exit_4_and_a_playable_video(tiny, video, tmp_path, capsys):
-    import shutil
-    import subprocess
-
-    from runtime import camera
-
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("needs root to mount a size-limited tmpfs (a real filling disk)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    size = camera.MIN_FREE_BYTES + 3 * 2**20  # room for a few seconds of video, then the margin
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (container without the permission)")
-    try:
-        rc, err = run_camera(capsys, "--source", video, "--model", tiny["edge"]["onnx"], "--headless", "--loop",
-                             "--out", str(disk), "--max-frames", "5000")
-        lines = [l for l in err if l.strip()]
-        assert rc == 4 and len(lines) == 1 and "less than 16 MB free; stopped after" in lines[0], lines
-        n = int(lines[0].split("stopped after ")[1].split()[0])
-        assert 0 < n < 5000 and len(read_jsonl(disk / "frames.jsonl")) == n  # whole lines only
-        cap = cv2.VideoCapture(str(disk / "camera.mkv"))
-        ok, _ = cap.read()
-        assert ok and cap.get(cv2.CAP_PROP_FRAME_COUNT) != 0
-        cap.release()
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+def test_a_filling_disk_stops_the_loop_with_exit_4_and_a_playable_video(tiny, video, capsys, small_disk):
+    disk = small_disk.mount(camera.MIN_FREE_BYTES + 3 * 2**20)  # a few seconds of video, then the margin
+    rc, err = run_camera(capsys, "--source", video, "--model", tiny["edge"]["onnx"], "--headless", "--loop",
+                         "--out", disk, "--max-frames", "5000")
+    lines = [l for l in err if l.strip()]
+    assert rc == 4 and len(lines) == 1 and "less than 16 MB free; stopped after" in lines[0], lines
+    n = int(lines[0].split("stopped after ")[1].split()[0])
+    assert 0 < n < 5000 and len(read_jsonl(os.path.join(disk, "frames.jsonl"))) == n  # whole lines only
+    cap = cv2.VideoCapture(os.path.join(disk, "camera.mkv"))
+    ok, _ = cap.read()
+    assert ok and cap.get(cv2.CAP_PROP_FRAME_COUNT) != 0
+    cap.release()
 
 
 def test_loop_plays_a_file_again(tiny, video, tmp_path, capsys):

@@ -271,21 +271,11 @@ def test_a_source_that_cannot_be_opened_is_one_clear_line(tiny, tmp_path, capsys
     assert "Traceback" not in err and not any("@ 0x" in l for l in lines), err  # no FFmpeg chatter
 
 
-def _mount_tmpfs(where, size: int) -> str | None:
-    """A size-limited tmpfs at ``where`` (a real full disk for the tests below); None if this
-    machine cannot mount one (not root, or no mount permission in a container)."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        return None
-    os.makedirs(where, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
-    return str(where) if r.returncode == 0 else None
-
-
 def _listing(d) -> set[str]:
     return {os.path.join(d, f) for f in os.listdir(d)}
 
 
-def test_full_disk_stops_at_once_and_resume_finishes(tiny, tmp_path, capsys):
+def test_full_disk_stops_at_once_and_resume_finishes(tiny, tmp_path, capsys, small_disk):
     src = tmp_path / "in"
     src.mkdir()
     for k in range(6):
@@ -295,33 +285,28 @@ def test_full_disk_stops_at_once_and_resume_finishes(tiny, tmp_path, capsys):
     assert frontalize.main([str(src / "p0.jpg"), "--sheet", "--model", tiny["edge"]["onnx"], "--out", str(probe)]) == 0
     per_file = sum(os.path.getsize(probe / f) for f in os.listdir(probe) if f.endswith(".png"))
     size = frontalize.reserve_bytes(6) + int(2.5 * per_file) + 8192
-    disk = _mount_tmpfs(tmp_path / "disk", size)
-    if disk is None:
-        pytest.skip("needs root and a mountable tmpfs for a real full disk")
-    try:
-        out = os.path.join(disk, "out")
-        args = [str(src), "--sheet", "--model", tiny["edge"]["onnx"], "--out", out]
-        capsys.readouterr()
-        assert frontalize.main(args) == frontalize.EXIT_OUTPUT_LOST
-        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-        assert len(err) == 1 and "no space left on device" in err[0] and "stopped after 2 of 6" in err[0], err
-        assert err[0].startswith(f"error: {out}/") and "--resume" in err[0]
-        with open(os.path.join(out, "results.csv"), encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        assert [r["status"] for r in rows] == ["ok", "ok"]
-        listed = {r["output"] for r in rows} | {r["sheet"] for r in rows}
-        extra = _listing(out) - listed - {os.path.join(out, n) for n in ("results.csv", "results.json", frontalize.JOURNAL)}
-        assert not extra, extra  # no half-written or unlisted file, no temp file, the reserve given back
-        done = {p: os.stat(p).st_mtime_ns for p in listed}
-        subprocess.run(["mount", "-o", f"remount,size={size + 8 * per_file}", disk], check=True)
-        assert frontalize.main(args + ["--resume"]) == 0
-        with open(os.path.join(out, "results.csv"), encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        assert sorted(os.path.basename(r["file"]) for r in rows) == [f"p{k}.jpg" for k in range(6)]
-        assert all(r["status"] == "ok" and os.path.exists(r["output"]) and os.path.exists(r["sheet"]) for r in rows)
-        assert {p: os.stat(p).st_mtime_ns for p in done} == done  # nothing redone
-    finally:
-        subprocess.run(["umount", "-l", disk], capture_output=True)
+    disk = small_disk.mount(size)
+    out = os.path.join(disk, "out")
+    args = [str(src), "--sheet", "--model", tiny["edge"]["onnx"], "--out", out]
+    capsys.readouterr()
+    assert frontalize.main(args) == frontalize.EXIT_OUTPUT_LOST
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "no space left on device" in err[0] and "stopped after 2 of 6" in err[0], err
+    assert err[0].startswith(f"error: {out}/") and "--resume" in err[0]
+    with open(os.path.join(out, "results.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    listed = {r["output"] for r in rows} | {r["sheet"] for r in rows}
+    extra = _listing(out) - listed - {os.path.join(out, n) for n in ("results.csv", "results.json", frontalize.JOURNAL)}
+    assert not extra, extra  # no half-written or unlisted file, no temp file, the reserve given back
+    done = {p: os.stat(p).st_mtime_ns for p in listed}
+    small_disk.resize(size + 8 * per_file)
+    assert frontalize.main(args + ["--resume"]) == 0
+    with open(os.path.join(out, "results.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(os.path.basename(r["file"]) for r in rows) == [f"p{k}.jpg" for k in range(6)]
+    assert all(r["status"] == "ok" and os.path.exists(r["output"]) and os.path.exists(r["sheet"]) for r in rows)
+    assert {p: os.stat(p).st_mtime_ns for p in done} == done  # nothing redone
 
 
 def test_output_folder_vanishing_stops_the_run_and_is_not_recreated(tiny, tmp_path, capsys, monkeypatch):

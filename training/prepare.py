@@ -33,7 +33,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 from runtime.errors import FrontalizeError, shown
-from runtime.image_io import atomic_write_bytes, atomic_write_image, load_image, output_lost, release_memory
+from runtime.image_io import (atomic_write_bytes, atomic_write_image, load_image, lost_reason, output_lost,
+                              release_memory)
 from runtime.model_meta import default_meta
 
 from .datasets import IMAGE_EXTS, PARSERS, generic_parser
@@ -323,7 +324,7 @@ def prepare(src: str, dst: str, scheme: str = "multipie", pattern: str | None = 
         # a crop on disk counts as done on the next run (by its file), journaled or not
         bar.close()
         n = len(results) - len(done)
-        raise OutputLost(f"{e.filename or dst}: {'output folder vanished' if not os.path.isdir(dst) else (e.strerror or str(e)).lower()}; "
+        raise OutputLost(f"{e.filename or dst}: {lost_reason(e, dst)}; "
                          f"stopped after {n} of {len(jobs)} images; free space and run the same command again "
                          f"to resume") from None
     finally:
