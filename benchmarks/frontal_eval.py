@@ -238,7 +238,7 @@ def main(argv=None) -> int:
         it["yaw_est"] = float(face.yaw)
         outs = {n: f.frontalize([face])[0] for n, f in frs.items()}
         for n, td in geometric.items():
-            outs[n] = geo.frontalize(rgb, td.read(rgb, [face.square])[0].landmarks, 128)
+            outs[n] = geo.frontalize(rgb, td.read(rgb, [face.square])[0].landmarks, face.square, 128)
         crops[it["path"]] = (face.crop, outs)
         ok.append(it)
     old = {}

@@ -1,33 +1,49 @@
-"""A geometric frontal face made of this photo's pixels (Generator v2's first stage; no learned part).
+"""A geometric frontal face made of this photo's pixels (Generator v2's geometric stage; no learned part).
 
-For one face: the 68 landmarks that ``runtime.tddfa`` reads (the hidden side included) and a mean 3D
-face in the canonical 128 px frame (``face_geometry.npz``: the 68 points and a dense depth map,
-made by ``python -m training.face_geometry``) give
+The output is framed like the user's canonical crop (``runtime.pose.crop`` of the same square), and
+the face in it is this face turned to frontal: a frontal photo comes back as its own crop.
 
-1. a weak-perspective camera (2x4, least squares) that maps the mean 3D face onto this face;
-2. a thin-plate spline over the 68 points' residuals: this face's own shape, not the mean's;
-3. for each pixel (u, v) of the frontal output, the photo's position of the surface point there:
-   the photo is sampled at its own resolution (area-averaged first where the face is much larger
-   than the output), so visible pixels arrive sharp;
-4. the hidden side from its mirror twin (u -> 128 - u), blended by how squarely each point faces the
-   camera (surface normal . view direction, from the camera's rotation);
-5. samples that fall outside the face in the photo (the convex hull of the landmarks with the
-   forehead) or that neither side sees are holes, filled by OpenCV's inpainting from the face around
-   them; outside the face (hair, ears, background) the photo where it is seen directly and a blur
-   elsewhere, so no mirrored background structure or crop padding shows.
+For one face, from the 68 landmarks that ``runtime.tddfa`` reads (hidden side included) and a mean 3D
+face in the canonical 128 px frame (``face_geometry.npz``: the 68 points and a dense depth map, made by
+``python -m training.face_geometry``):
 
-``GeometricFrontalizer(...).frontalize(rgb, landmarks, size)`` -> (size, size, 3) uint8 RGB.
+1. a scaled-orthographic camera [sR | t] of the mean face onto the landmarks, in the output frame;
+2. this face's own shape: each landmark's residual taken back into 3D along the camera's image
+   plane (what the photo shows of the shape, nothing more: a profile changes depth, not width) and
+   spread over the face by a thin-plate spline;
+3. the frontal camera: the same camera with the yaw taken out (pitch and roll kept), and a
+   similarity that keeps the eye and mouth midpoints where the photo has them, so at yaw 0 the two
+   cameras are one and every output pixel samples the photo where the crop does;
+4. for each output pixel, the surface point there (a fixed-point inverse of the frontal camera),
+   then the photo at that point's position, sampled at the photo's own resolution;
+5. the hidden side from its mirror twin: where the twin is seen squarely and the point itself is
+   not (or is occluded, by a z-buffer of the surface), blurred into a soft seam; nothing is
+   mirrored below ``GATE_YAW`` so a near-frontal face keeps its asymmetry;
+6. where neither side is usable inside the face, OpenCV's inpainting; outside the face, what the
+   photo shows directly, blurred where it was not seen.
+
+``GeometricFrontalizer().frontalize(rgb, landmarks, square, size)`` -> (size, size, 3) uint8 RGB.
 """
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
 
+from .pose import box_affine
+
 CANON = 128  # the frame of the mean face's coordinates
-TAU, SHARPNESS = 0.15, 12.0  # visibility blend: sigmoid(SHARPNESS * (n . view - TAU))
-HOLE_BELOW = 0.5  # confidence under which a pixel is inpainted
-FOREHEAD = 0.35  # the face region reaches this x (brow-chin height) above the brows
 TPS_SMOOTHING = 2.0
+DEAD_ZONE = 4.0  # degrees of yaw left unturned: 3DDFA reads frontal photos within about this
+DEPTH_FLOOR = -25.0  # the mean depth is clamped here beyond the face, so the inverse map does not fold
+ITERS = 4  # fixed-point steps of the inverse map
+VIS_MIN = 0.05  # a point seen this obliquely (normal . view) or less is not used directly
+MIRROR_MARGIN = 0.3  # the twin replaces a point when it is seen this much more squarely
+OCCLUSION_EPS = 9.0  # model units behind the z-buffer's front surface that still count as seen
+GATE_YAW, GATE_RAMP = 8.0, 12.0  # mirroring and the face-region test fade in from 8 to 20 degrees
+NORMALS_FROM_FULL_DEPTH = True
+FOREHEAD = 0.35  # the face region reaches this x (brow-chin height) above the brows
 
 
 def tps_fit(points: np.ndarray, values: np.ndarray, smoothing: float = TPS_SMOOTHING) -> np.ndarray:
@@ -48,87 +64,171 @@ def tps_eval(points: np.ndarray, weights: np.ndarray, query: np.ndarray) -> np.n
     return (d ** 2 * np.log(d + 1e-9)) @ weights[:len(points)] + np.c_[np.ones(len(query)), query] @ weights[len(points):]
 
 
+def affine(aff: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """A 2x3 affine map applied to points (..., 2), keeping their shape."""
+    return p @ aff[:, :2].T + aff[:, 2]
+
+
+def ramp(x, width):
+    return np.clip(x / width, 0.0, 1.0)
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 similarity taking the two points ``src`` onto ``dst``."""
+    a = complex(*(dst[1] - dst[0])) / complex(*(src[1] - src[0]))
+    m = np.array([[a.real, -a.imag], [a.imag, a.real]])
+    return np.c_[m, dst[0] - m @ src[0]]
+
+
+def remap(img: np.ndarray, xy: np.ndarray, offset: float = 0.0, **kw) -> np.ndarray:
+    x, y = (xy[..., 0] - offset).astype(np.float32), (xy[..., 1] - offset).astype(np.float32)
+    return cv2.remap(img, x, y, cv2.INTER_LINEAR, **kw)
+
+
 class GeometricFrontalizer:
     def __init__(self, path: str | None = None):
         from .assets import asset
 
         with np.load(path or asset("face_geometry.npz")) as z:
             self.shape68 = z["shape68"].astype(np.float64)  # (68, 3): x, y, depth (towards the camera)
-            self.depth = z["depth"].astype(np.float32)  # (128, 128) at pixel centres
-        self._masks: dict[int, np.ndarray] = {}  # face_mask per output size: the same for every face
+            depth = z["depth"].astype(np.float32)  # (128, 128) at pixel centres
+        # positions use a floored depth (no folds); visibility the real one (the far side of the head
+        # turns away, so its surround comes from the near side)
+        self.depth = np.maximum(depth, DEPTH_FLOOR)
+        gy, gx = np.gradient(depth if NORMALS_FROM_FULL_DEPTH else self.depth)
+        self.normals = np.stack([-gx, -gy, np.ones_like(gx)], -1)
+        self.normals /= np.linalg.norm(self.normals, axis=-1, keepdims=True)
+        self._masks: dict[int, np.ndarray] = {}
 
-    def face_mask(self, size: int) -> np.ndarray:
-        """Soft (size, size) mask of the face in the frontal frame: jaw contour + lifted brows."""
+    def face_mask(self, size: int = CANON) -> np.ndarray:
+        """Soft (size, size) mask of the mean face in model coordinates: jaw contour + lifted brows."""
         if size not in self._masks:
-            self._masks[size] = self._face_mask(size)
+            s = self.shape68[:, :2]
+            brows = s[17:27].copy()
+            brows[:, 1] -= FOREHEAD * (s[8, 1] - brows[:, 1].min())
+            hull = cv2.convexHull(np.r_[s[:17], brows[::-1]].astype(np.float32) * size / CANON)
+            m = np.zeros((size, size), np.float32)
+            cv2.fillConvexPoly(m, hull[:, 0].astype(np.int32), 1.0)
+            self._masks[size] = cv2.GaussianBlur(m, (0, 0), size / 64)
         return self._masks[size]
 
-    def _face_mask(self, size: int) -> np.ndarray:
-        s = self.shape68[:, :2]
-        brows = s[17:27].copy()
-        brows[:, 1] -= FOREHEAD * (s[8, 1] - brows[:, 1].min())
-        hull = cv2.convexHull(np.r_[s[:17], brows[::-1]].astype(np.float32) * size / CANON)
-        m = np.zeros((size, size), np.float32)
-        cv2.fillConvexPoly(m, hull[:, 0].astype(np.int32), 1.0)
-        return cv2.GaussianBlur(m, (0, 0), size / 64)
-
-    def sample_map(self, landmarks: np.ndarray, size: int):
-        """(photo positions (size, size, 2) of the frontal pixels, visibility (size, size), camera (2, 4))."""
-        x = np.c_[self.shape68, np.ones(68)]
-        cam = np.linalg.lstsq(x, landmarks, rcond=None)[0].T
-        g = (np.arange(size) + 0.5) * CANON / size
-        u, v = np.meshgrid(g, g)
-        z = cv2.resize(self.depth, (size, size), interpolation=cv2.INTER_LINEAR)
-        pos = np.stack([u, v, z, np.ones_like(u)], -1) @ cam.T
-        w = tps_fit(self.shape68[:, :2], landmarks - x @ cam.T)
-        pos += tps_eval(self.shape68[:, :2], w, np.c_[u.ravel(), v.ravel()]).reshape(size, size, 2)
-        r1, r2 = cam[0, :3] / np.linalg.norm(cam[0, :3]), cam[1, :3] / np.linalg.norm(cam[1, :3])
-        view = np.cross(r1, r2)  # the frontal frame's direction towards this camera
-        k = size / CANON
-        n = np.stack([-np.gradient(z, axis=1) / k, -np.gradient(z, axis=0) / k, np.ones_like(z)], -1)
-        vis = (n / np.linalg.norm(n, axis=-1, keepdims=True)) @ view
-        return pos, vis, cam
-
     def face_region(self, landmarks: np.ndarray, cam: np.ndarray):
-        """(mask, offset): the photo's face region (hull of the landmarks and the lifted brows), eroded."""
-        up = -cam[:, 1] * CANON  # the frontal frame's "up" in the photo, per canonical crop height
+        """(mask, offset): the photo's face region (hull of the landmarks and the lifted brows), eroded.
+        ``cam``: the 2x4 camera from model coordinates to image pixels."""
+        up = -cam[:, 1] * CANON  # the model's "up" in the photo, per canonical crop height
         brows = landmarks[17:27] + FOREHEAD * (self.shape68[8, 1] - self.shape68[17:27, 1].min()) / CANON * up
         pts = np.r_[landmarks, brows].astype(np.float32)
         lo = np.floor(pts.min(0)) - 4
         hi = np.ceil(pts.max(0)) + 4
         m = np.zeros((int(hi[1] - lo[1]), int(hi[0] - lo[0])), np.uint8)
         cv2.fillConvexPoly(m, cv2.convexHull(pts - lo)[:, 0].astype(np.int32), 1)
-        side = np.linalg.norm(cam[0, :2]) * CANON
+        side = np.linalg.norm(cam[0, :3]) * CANON
         return cv2.erode(m, np.ones((3, 3), np.uint8), iterations=max(1, int(side / 100))), lo
 
-    def frontalize(self, rgb: np.ndarray, landmarks: np.ndarray, size: int = 128) -> np.ndarray:
-        landmarks = np.asarray(landmarks, np.float64)
-        pos, vis, cam = self.sample_map(landmarks, size)
+    def frontalize(self, rgb: np.ndarray, landmarks: np.ndarray, square, size: int = 128) -> np.ndarray:
+        """This face turned to frontal in the frame of ``runtime.pose.crop(rgb, square, size)``."""
+        X = self.shape68
+        crop_aff = box_affine(*square, size=size)
+        L = affine(crop_aff, np.asarray(landmarks, np.float64))
+        # 1. scaled-orthographic camera, fitted affine then made a scaled rotation
+        P = np.linalg.lstsq(np.c_[X, np.ones(68)], L, rcond=None)[0].T
+        u, sv, vt = np.linalg.svd(P[:, :3], full_matrices=False)
+        s, R2 = sv.mean(), u @ vt
+        t = (L - s * X @ R2.T).mean(0)
+        R = np.r_[R2, np.cross(R2[0], R2[1])[None]]  # row 2: the view direction in model coordinates
+
+        def cam(Y):
+            return s * Y @ R2.T + t
+
+        # 2. this face's shape: residuals back along the image plane, spread by a thin-plate spline
+        w = tps_fit(X[:, :2], (L - cam(X)) @ R2 / s)
+
+        def surface(xy):
+            z = remap(self.depth, xy, 0.5, borderMode=cv2.BORDER_REPLICATE)
+            d = tps_eval(X[:, :2], w, xy.reshape(-1, 2)).reshape(*xy.shape[:-1], 3)
+            return np.concatenate([xy, z[..., None]], -1) + d
+
+        # 3. the frontal camera: R without its yaw about the model's vertical axis, then a similarity
+        # that puts the eye and mouth midpoints back where the photo has them
+        v = R[2]
+        yaw = math.atan2(-v[0], v[2])
+        turn = math.copysign(max(0.0, abs(yaw) - math.radians(DEAD_ZONE)), yaw)
+        c, sn = math.cos(turn), math.sin(turn)
+        A2 = (R @ np.array([[c, 0, -sn], [0, 1, 0], [sn, 0, c]]))[:2]
+        Y68 = X + (L - cam(X)) @ R2 / s
+        em = np.stack([(Y68[36:42].mean(0) + Y68[42:48].mean(0)) / 2, (Y68[48] + Y68[54]) / 2])
+        S = similarity(s * em @ A2.T + t, cam(em))
+
+        def frontal(Y):
+            return affine(S, s * Y @ A2.T + t)
+
+        # 4. the surface point under each output pixel: fixed-point inverse of the frontal camera
+        g = np.arange(size, dtype=np.float64)  # OpenCV pixel centres, as crop() samples them
+        q = np.stack(np.meshgrid(g, g), -1)
+        lin_inv = np.linalg.inv(S[:, :2] @ (s * A2[:, :2]))
+        xy = (q - frontal(np.zeros(3))) @ lin_inv.T
+        for _ in range(ITERS):
+            xy = xy + (q - frontal(surface(xy))) @ lin_inv.T
+        twin = np.stack([CANON - xy[..., 0], xy[..., 1]], -1)
+        ya, yb = surface(xy), surface(twin)
+        pa, pb = cam(ya), cam(yb)  # output-frame positions in the photo's crop
+
+        # visibility: the mean surface's normal . view direction, and a z-buffer for occlusion
+        grid = np.stack(np.meshgrid(np.arange(0, CANON, 0.5), np.arange(0, CANON, 0.5)), -1)
+        yg = surface(grid).reshape(-1, 3)
+        pg, zg = cam(yg) * (CANON / size), yg @ R[2]
+        zbuf = np.full((CANON, CANON), -1e9, np.float32)
+        ij = np.round(pg).astype(int)
+        ok = np.all((ij >= 0) & (ij < CANON), axis=1)
+        np.maximum.at(zbuf, (ij[ok, 1], ij[ok, 0]), zg[ok])
+        zbuf = cv2.erode(cv2.dilate(zbuf, np.ones((3, 3), np.uint8)), np.ones((3, 3), np.uint8))  # close gaps
+
+        def seen(xy_, y_, p_):
+            vis = remap(self.normals, xy_, 0.5, borderMode=cv2.BORDER_REPLICATE) @ R[2]
+            front = cv2.remap(zbuf, *(p_ * (CANON / size)).astype(np.float32).transpose(2, 0, 1), cv2.INTER_NEAREST,
+                              borderValue=-1e9)
+            return np.where(y_ @ R[2] > front - OCCLUSION_EPS, vis, -1.0)
+
+        vis_a, vis_b = seen(xy, ya, pa), seen(twin, yb, pb)
+
+        # 5. samples from the photo at its own resolution (the crop's shrink rule), and the face region
+        inv = cv2.invertAffineTransform(crop_aff)
+        pa, pb = affine(inv, pa), affine(inv, pb)
         src, f = rgb, 1.0
-        scale = np.linalg.norm(cam[0, :2]) * CANON / size  # photo pixels per output pixel
-        if scale > 1.5:  # shrink first so a large face is averaged, not aliased
-            f = 1.0 / scale
-            src = cv2.resize(rgb, (max(1, round(rgb.shape[1] * f)), max(1, round(rgb.shape[0] * f))),
-                             interpolation=cv2.INTER_AREA)
-        p = (pos * f).astype(np.float32)
-        seen = cv2.remap(src, p[..., 0], p[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-        region, lo = self.face_region(landmarks, cam)
-        inside = cv2.remap(region.astype(np.float32), (pos[..., 0] - lo[0]).astype(np.float32),
-                           (pos[..., 1] - lo[1]).astype(np.float32), cv2.INTER_LINEAR, borderValue=0)
-        mask = self.face_mask(size)
-        inside = np.where(mask > 0.05, inside, 1.0)  # outside the face the surround is blurred anyway
-        facing = 1 / (1 + np.exp(-SHARPNESS * (vis - TAU)))
-        wa = inside * facing
-        wb = wa[:, ::-1]  # the mirror twin's weight
-        wb2 = wb * (1 - wa)
-        out = (seen * wa[..., None] + seen[:, ::-1] * wb2[..., None]) / (wa + wb2 + 1e-6)[..., None]
-        out = np.clip(out, 0, 255).astype(np.uint8)
-        hole = ((np.maximum(wa, wb) < HOLE_BELOW) & (mask > 0.05)).astype(np.uint8)
+        k = int(square[2] / (size * 1.5))
+        if k >= 2:  # shrink first so a large face is averaged, not aliased
+            src = cv2.resize(rgb, (max(1, rgb.shape[1] // k), max(1, rgb.shape[0] // k)), interpolation=cv2.INTER_AREA)
+            f = src.shape[1] / rgb.shape[1]
+        sa = remap(src, pa * f, borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+        sb = remap(src, pb * f, borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+        cam_img = inv @ np.r_[np.c_[s * R2, t[:, None]], [[0, 0, 0, 1]]]
+        region, lo = self.face_region(np.asarray(landmarks, np.float64), cam_img)
+        h, wd = rgb.shape[:2]
+
+        def inside(p):
+            in_img = (p[..., 0] >= 0) & (p[..., 1] >= 0) & (p[..., 0] <= wd) & (p[..., 1] <= h)
+            return in_img * remap(region.astype(np.float32), p - lo, borderValue=0)
+
+        mask = remap(self.face_mask(), xy, 0.5, borderValue=0)
+        ia = np.where(mask > 0.05, inside(pa), 1.0)
+        ib = np.where(mask > 0.05, inside(pb), 1.0)
+
+        # the blend: the point itself unless its twin is seen much more squarely (a soft seam), both
+        # only past GATE_YAW; the face-region test likewise, so a near-frontal photo passes through
+        gate = float(ramp(abs(math.degrees(yaw)) - GATE_YAW, GATE_RAMP))
+        better = cv2.GaussianBlur(ramp(vis_b - vis_a - MIRROR_MARGIN, 0.2).astype(np.float32), (0, 0), size / 32)
+        better *= gate
+        wa = (1 - gate * (1 - ramp(vis_a - VIS_MIN, 0.1))) * (1 - gate * (1 - ia))
+        wb = ib * ramp(vis_b - VIS_MIN, 0.1) * (1 - wa * (1 - better))
+        wa = wa * (1 - wb)
+        out = (sa * wa[..., None] + sb * wb[..., None]) / (wa + wb + 1e-6)[..., None]
+        lost = (wa + wb) < 0.05
+        out = np.clip(np.where(lost[..., None], sa, out), 0, 255).astype(np.uint8)
+        hole = (lost & (mask > 0.05)).astype(np.uint8)
         if hole.any():
             out = cv2.inpaint(out, hole, size / 32, cv2.INPAINT_TELEA)
-        # outside the face, keep what the photo shows where it is seen directly (a near-frontal photo's
-        # own hair and ears), blur the rest (the mirrored or unseen surround of a turned head)
-        keep = np.maximum(mask, facing * (1 - wb2 / (wa + wb2 + 1e-6)))
+        # 6. outside the face: what the photo shows directly, blurred where it was not seen
+        keep = np.maximum(mask, 1 - gate * (1 - wa / (wa + wb + 1e-6) * ramp(vis_a - VIS_MIN, 0.1)))
         keep = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), size / 64)[..., None]
         surround = cv2.GaussianBlur(out, (0, 0), size / 16).astype(np.float32)
         return np.clip(out * keep + surround * (1 - keep), 0, 255).astype(np.uint8)
