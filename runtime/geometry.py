@@ -31,7 +31,7 @@ import math
 import cv2
 import numpy as np
 
-from .pose import box_affine
+from .pose import apply, box_affine
 
 CANON = 128  # the frame of the mean face's coordinates
 TPS_SMOOTHING = 2.0
@@ -42,7 +42,6 @@ VIS_MIN = 0.05  # a point seen this obliquely (normal . view) or less is not use
 MIRROR_MARGIN = 0.3  # the twin replaces a point when it is seen this much more squarely
 OCCLUSION_EPS = 9.0  # model units behind the z-buffer's front surface that still count as seen
 GATE_YAW, GATE_RAMP = 8.0, 12.0  # mirroring and the face-region test fade in from 8 to 20 degrees
-NORMALS_FROM_FULL_DEPTH = True
 FOREHEAD = 0.35  # the face region reaches this x (brow-chin height) above the brows
 
 
@@ -62,11 +61,6 @@ def tps_fit(points: np.ndarray, values: np.ndarray, smoothing: float = TPS_SMOOT
 def tps_eval(points: np.ndarray, weights: np.ndarray, query: np.ndarray) -> np.ndarray:
     d = np.linalg.norm(query[:, None] - points[None], axis=-1)
     return (d ** 2 * np.log(d + 1e-9)) @ weights[:len(points)] + np.c_[np.ones(len(query)), query] @ weights[len(points):]
-
-
-def affine(aff: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """A 2x3 affine map applied to points (..., 2), keeping their shape."""
-    return p @ aff[:, :2].T + aff[:, 2]
 
 
 def ramp(x, width):
@@ -95,7 +89,7 @@ class GeometricFrontalizer:
         # positions use a floored depth (no folds); visibility the real one (the far side of the head
         # turns away, so its surround comes from the near side)
         self.depth = np.maximum(depth, DEPTH_FLOOR)
-        gy, gx = np.gradient(depth if NORMALS_FROM_FULL_DEPTH else self.depth)
+        gy, gx = np.gradient(depth)
         self.normals = np.stack([-gx, -gy, np.ones_like(gx)], -1)
         self.normals /= np.linalg.norm(self.normals, axis=-1, keepdims=True)
         self._masks: dict[int, np.ndarray] = {}
@@ -129,7 +123,7 @@ class GeometricFrontalizer:
         """This face turned to frontal in the frame of ``runtime.pose.crop(rgb, square, size)``."""
         X = self.shape68
         crop_aff = box_affine(*square, size=size)
-        L = affine(crop_aff, np.asarray(landmarks, np.float64))
+        L = apply(crop_aff, np.asarray(landmarks, np.float64))
         # 1. scaled-orthographic camera, fitted affine then made a scaled rotation
         P = np.linalg.lstsq(np.c_[X, np.ones(68)], L, rcond=None)[0].T
         u, sv, vt = np.linalg.svd(P[:, :3], full_matrices=False)
@@ -141,7 +135,8 @@ class GeometricFrontalizer:
             return s * Y @ R2.T + t
 
         # 2. this face's shape: residuals back along the image plane, spread by a thin-plate spline
-        w = tps_fit(X[:, :2], (L - cam(X)) @ R2 / s)
+        d68 = (L - cam(X)) @ R2 / s
+        w = tps_fit(X[:, :2], d68)
 
         def surface(xy):
             z = remap(self.depth, xy, 0.5, borderMode=cv2.BORDER_REPLICATE)
@@ -155,12 +150,12 @@ class GeometricFrontalizer:
         turn = math.copysign(max(0.0, abs(yaw) - math.radians(DEAD_ZONE)), yaw)
         c, sn = math.cos(turn), math.sin(turn)
         A2 = (R @ np.array([[c, 0, -sn], [0, 1, 0], [sn, 0, c]]))[:2]
-        Y68 = X + (L - cam(X)) @ R2 / s
+        Y68 = X + d68
         em = np.stack([(Y68[36:42].mean(0) + Y68[42:48].mean(0)) / 2, (Y68[48] + Y68[54]) / 2])
         S = similarity(s * em @ A2.T + t, cam(em))
 
         def frontal(Y):
-            return affine(S, s * Y @ A2.T + t)
+            return apply(S, s * Y @ A2.T + t)
 
         # 4. the surface point under each output pixel: fixed-point inverse of the frontal camera
         g = np.arange(size, dtype=np.float64)  # OpenCV pixel centres, as crop() samples them
@@ -193,7 +188,7 @@ class GeometricFrontalizer:
 
         # 5. samples from the photo at its own resolution (the crop's shrink rule), and the face region
         inv = cv2.invertAffineTransform(crop_aff)
-        pa, pb = affine(inv, pa), affine(inv, pb)
+        pa, pb = apply(inv, pa), apply(inv, pb)
         src, f = rgb, 1.0
         k = int(square[2] / (size * 1.5))
         if k >= 2:  # shrink first so a large face is averaged, not aliased

@@ -53,7 +53,10 @@ def box_affine(cx: float, cy: float, side: float, angle: float = 0.0, size: int 
 
 
 def apply(aff: np.ndarray, pts) -> np.ndarray:
-    p = np.asarray(pts, float).reshape(-1, 2)
+    """A 2x3 affine map applied to points (..., 2), keeping their shape; a flat list is read as pairs."""
+    p = np.asarray(pts, float)
+    if p.ndim < 2:
+        p = p.reshape(-1, 2)
     return p @ aff[:, :2].T + aff[:, 2]
 
 

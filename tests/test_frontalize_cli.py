@@ -271,15 +271,20 @@ def test_a_source_that_cannot_be_opened_is_one_clear_line(tiny, tmp_path, capsys
     assert "Traceback" not in err and not any("@ 0x" in l for l in lines), err  # no FFmpeg chatter
 
 
+def _sample_copies(folder, n: int):
+    """``folder`` made, with n copies of the sample photo: p0.jpg ... p{n-1}.jpg."""
+    folder.mkdir()
+    for k in range(n):
+        shutil.copy(SAMPLE, folder / f"p{k}.jpg")
+    return folder
+
+
 def _listing(d) -> set[str]:
     return {os.path.join(d, f) for f in os.listdir(d)}
 
 
 def test_full_disk_stops_at_once_and_resume_finishes(tiny, tmp_path, capsys, small_disk):
-    src = tmp_path / "in"
-    src.mkdir()
-    for k in range(6):
-        shutil.copy(SAMPLE, src / f"p{k}.jpg")
+    src = _sample_copies(tmp_path / "in", 6)
     # bytes one file's outputs take (frontal + sheet), measured on an ordinary folder
     probe = tmp_path / "probe"
     assert frontalize.main([str(src / "p0.jpg"), "--sheet", "--model", tiny["edge"]["onnx"], "--out", str(probe)]) == 0
@@ -310,10 +315,7 @@ def test_full_disk_stops_at_once_and_resume_finishes(tiny, tmp_path, capsys, sma
 
 
 def test_output_folder_vanishing_stops_the_run_and_is_not_recreated(tiny, tmp_path, capsys, monkeypatch):
-    src = tmp_path / "in"
-    src.mkdir()
-    for k in range(4):
-        shutil.copy(SAMPLE, src / f"p{k}.jpg")
+    src = _sample_copies(tmp_path / "in", 4)
     out = tmp_path / "out"
     real = frontalize.process_file
     seen = []
