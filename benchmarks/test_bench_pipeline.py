@@ -1,10 +1,11 @@
 """The whole headless camera pipeline per frame on a 640x480 video with one face.
 
 One round = one frame through ``runtime.camera.process_frame`` (detect every N frames or
-optical-flow tracking, pose network, canonical crop, the shipped geo generator, drawing) plus the mp4v write of the
+optical-flow tracking, pose network, canonical crop, the generator, drawing) plus the mp4v write of the
 annotated frame and video decoding of the next one, exactly as ``--headless`` does. The video
 rewinds at its end. Report: median ms and the sustained FPS (1000 / mean ms: detection frames
-are slower than tracked ones, so the mean is the honest rate).
+are slower than tracked ones, so the mean is the honest rate). Generators: the default geometric one
+(``geometry``: 3DDFA_V2's landmarks + runtime.geometry, every frame) and the learned one (ONNX, TFLite).
 """
 import os
 import time
@@ -15,16 +16,15 @@ import pytest
 from benchmarks.conftest import machine_load
 
 ROUNDS = 300
-CASES = [("onnx", 5), ("tflite-fp32", 5), ("onnx", 1)]
+CASES = [("geometry", 5), ("onnx", 5), ("tflite-fp32", 5), ("onnx", 1)]
 
 
 @pytest.mark.parametrize("fmt,detect_every", CASES, ids=[f"{f}-detect-every-{n}" for f, n in CASES])
 def test_camera_pipeline(benchmark, geo_models, face_video, tmp_path, fmt, detect_every):
     from runtime import camera
-    from runtime.engines import load_engine
-    from runtime.pipeline import analyzer_for
+    from runtime.pipeline import analyzer_for, load_generator
 
-    eng = load_engine(geo_models["paths"][fmt], "auto", 2)
+    eng = load_generator("geometry" if fmt == "geometry" else geo_models["paths"][fmt], "auto", 2)
     tracker = camera.FaceTracker(analyzer_for(eng, "fast", 2), detect_every)
     cap = cv2.VideoCapture(face_video)
     writer = [None]

@@ -44,10 +44,10 @@ import cv2
 import numpy as np
 
 from .detect import Face, FaceAnalyzer
-from .engines import ENGINES, load_engine
+from .engines import ENGINES
 from .errors import FrontalizeError
 from .image_io import atomic_write_image, captured_stderr, keep_errors, lost_reason, output_lost
-from .pipeline import DEFAULT_MODEL, analyzer_for, side_by_side
+from .pipeline import DEFAULT_MODEL, analyzer_for, load_generator, side_by_side
 from .sources import SourceError, is_live, open_capture, parse_source  # noqa: F401  (re-exported)
 
 
@@ -283,7 +283,7 @@ def process_frame(frame_bgr: np.ndarray, tracker: FaceTracker, engine, fps: floa
     frontal = None
     if face is not None:
         t = time.perf_counter()
-        frontal = engine.run(face.crop, yaw=face.yaw)
+        frontal = engine.frontalize(rgb, [face])[0]
         ms["generator"] = (time.perf_counter() - t) * 1e3
     t = time.perf_counter()
     stages = " ".join(f"{s[:4]} {v:.1f}" for s, v in ms.items() if s not in ("capture", "convert"))
@@ -310,7 +310,7 @@ def run(args) -> int:
     def engine_at(i):
         if i not in engines:
             kw = {"providers": args.providers} if args.providers else {}
-            engines[i] = load_engine(models[i], args.engine, args.threads, **kw)
+            engines[i] = load_generator(models[i], args.engine, args.threads, **kw)
         return engines[i]
 
     k = 0
@@ -420,7 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our one-line messages only
+    # our one-line messages only; cv2.utils.logging is missing from some builds (4.11's aarch64 wheel)
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is not None:
+        log.setLogLevel(log.LOG_LEVEL_ERROR)
+    else:
+        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
     if args.headless and not args.out:
         print("error: --headless needs --out DIR", file=sys.stderr)
         return 2

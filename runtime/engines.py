@@ -154,6 +154,7 @@ class Engine:
     """Base: metadata-driven pre/post-processing around ``infer`` (float in, float out)."""
 
     name = "?"
+    needs_photo = False  # True: ``frontalize`` samples the photo itself (runtime.geometry), not the crop
 
     def __init__(self, path: str, meta: dict, threads: int):
         self.path, self.meta, self.threads = path, meta, threads
@@ -226,6 +227,13 @@ class Engine:
             self.check_output(y, len(x))
             out[i:i + len(x)] = self.postprocess(y)
         return out[0] if single else out
+
+    def frontalize(self, rgb: np.ndarray | None, faces: list) -> list[np.ndarray]:
+        """One RGB uint8 frontal per ``runtime.detect.Face`` of the RGB image ``rgb`` (the pipeline's
+        and camera loop's call). A learned generator reads only the faces' crops (``rgb`` may be None)."""
+        if not faces:
+            return []
+        return list(self.run(np.stack([f.crop for f in faces]), yaw=[f.yaw for f in faces]))
 
     def check_output(self, y: np.ndarray, n: int) -> None:
         want = (n, self.size, self.size, 3)
@@ -401,7 +409,7 @@ def check_image_shape(path: str, shape, size: int) -> None:
 def load_engine(path: str, engine: str = "auto", threads: int = 2, self_check: bool = True, **kw) -> Engine:
     """Load a model file with the engine named (``auto``: by file extension); metadata validated
     against the graph, then one self-check inference (``Engine.self_check``). ``providers=``
-    (ONNX only): see ``provider_names``."""
+    (ONNX only): see ``provider_names``. The geometric generator (no file): ``pipeline.load_generator``."""
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.basename(path) == path:
         from .assets import asset

@@ -149,7 +149,7 @@ def face_rows(fr: Frontalizer, rgb, scale, path, name, out_dir, sheet, max_faces
     if not faces:
         why = "no face found" + (f" ({'; '.join(notes)})" if notes else "")
         return [_row(path, status="no_face", error=why, frame=frame)]
-    frontals = fr.frontalize(faces)
+    frontals = fr.frontalize(faces, rgb)
     stem = name if frame is None else f"{name}_f{frame:06d}"
     rows = []
     try:
@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON line per face to stdout")
     p.add_argument("--providers", help="ONNX execution providers in order, e.g. tensorrt,cuda,cpu (default: "
                                        "those of TensorRT, CUDA, CPU this onnxruntime has)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (.onnx, .tflite, .keras; default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="generator: 'geometry' (the default: the photo's own pixels turned to frontal) or a model "
+                        "file (.onnx, .tflite, .keras; 'frontalizer.onnx' is the bundled learned one)")
     p.add_argument("--engine", default="auto", choices=("auto",) + ENGINES, help="default: by file extension")
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
     p.add_argument("--out", default="out/frontalize", help="output folder (default out/frontalize)")

@@ -17,13 +17,23 @@ import numpy as np
 from .detect import Face, FaceAnalyzer
 from .engines import CHUNK, Engine, load_engine
 from .errors import ModelError
+from .pose import CROP_RULE  # the framing every model is trained on (android_demo reads it here)
 
-# The shipped generator, bundled in runtime/assets/ (a bare name that is not a local file is looked
-# up there, see runtime.engines.load_engine).
-DEFAULT_MODEL = "frontalizer.onnx"
+# The default generator: runtime.geometry's (3DDFA_V2's landmarks + this photo's own pixels turned to
+# frontal; models/GENERATOR_V2.md). A model file's name (e.g. the learned "frontalizer.onnx") that
+# is not a local file is looked up in runtime/assets/ (runtime.engines.load_engine).
+GEOMETRY = DEFAULT_MODEL = "geometry"
 
 
-CROP_RULE = "canonical-eye-mouth"  # runtime.pose: the framing every model is trained on
+
+
+def load_generator(model: str, engine: str = "auto", threads: int = 2, **kw) -> Engine:
+    """``"geometry"``: runtime.geometry's generator (no model file); else ``engines.load_engine``."""
+    if model == GEOMETRY:
+        from .geometry import GeometryEngine
+
+        return GeometryEngine(threads)
+    return load_engine(model, engine, threads, **kw)
 
 
 def analyzer_for(engine: Engine, detector: str = "auto", threads: int = 2, **kw) -> FaceAnalyzer:
@@ -153,8 +163,8 @@ class Frontalizer:
         fr.batch(["a.jpg", "b.jpg"])       # a list of results per image; bounded memory
         for frame in fr.video("clip.mp4", vid_stride=2): frame.faces
 
-    ``model``: a file (.onnx, .tflite, .keras) or the name of a bundled one (default
-    ``frontalizer.onnx``). ``providers``: ONNX execution providers (``"cuda,cpu"``; see
+    ``model``: ``"geometry"`` (the default: ``runtime.geometry``, the photo's own pixels turned to
+    frontal), a file (.onnx, .tflite, .keras) or the name of a bundled one (``frontalizer.onnx``). ``providers``: ONNX execution providers (``"cuda,cpu"``; see
     ``runtime.engines.provider_names``). The model and detectors load on first use (or ``load()``),
     each file once.
     """
@@ -173,7 +183,7 @@ class Frontalizer:
         if self._engine is None:
             kw = {"providers": self.providers} if self.providers is not None else {}
             with _quiet():
-                self._engine = load_engine(os.fspath(self.model), self.engine_kind, self.threads, **kw)
+                self._engine = load_generator(os.fspath(self.model), self.engine_kind, self.threads, **kw)
         return self._engine
 
     @property
@@ -198,12 +208,10 @@ class Frontalizer:
         """Faces (largest first) in an RGB uint8 image, and notes about candidates dropped."""
         return self.analyzer.analyze(rgb, max_faces)
 
-    def frontalize(self, faces: list[Face]) -> list[np.ndarray]:
-        """One RGB uint8 frontal prediction per face (one batched model call)."""
-        if not faces:
-            return []
-        crops = np.stack([f.crop for f in faces])
-        return list(self.engine.run(crops, yaw=[f.yaw for f in faces]))
+    def frontalize(self, faces: list[Face], rgb: np.ndarray | None = None) -> list[np.ndarray]:
+        """One RGB uint8 frontal prediction per face of the RGB image ``rgb`` (a learned model reads
+        only the crops, in one batched call; the geometric one needs ``rgb``)."""
+        return self.engine.frontalize(rgb, faces)
 
     # -- the public API --
     def _results(self, rgb, scale, name, faces, frontals, frame=None) -> list[FaceResult]:
@@ -219,13 +227,13 @@ class Frontalizer:
         A box is in the file's pixels (a path's image is reduced when its long side exceeds 4096)."""
         rgb, scale, name = to_rgb(image, bgr)
         faces, _ = self.faces(rgb, max_faces or self.max_faces)
-        return self._results(rgb, scale, name, faces, self.frontalize(faces))
+        return self._results(rgb, scale, name, faces, self.frontalize(faces, rgb))
 
     def batch(self, images, bgr: bool = False, max_faces: int | None = None) -> list[list[FaceResult]]:
         """``__call__`` over a list (or any iterable) of images, in order. Memory stays bounded
-        whatever their number: one image is held at a time, faces go to the model in chunks of
-        ``engines.CHUNK`` across images, and a result keeps no copy of its image (``sheet()``
-        reads it again)."""
+        whatever their number: one image is held at a time, faces go to a learned model in chunks of
+        ``engines.CHUNK`` across images (to the geometric one with their image), and a result keeps no
+        copy of its image (``sheet()`` reads it again)."""
         out: list[list[FaceResult]] = []
         pending: list[FaceResult] = []  # results whose frontal is still to come
 
@@ -237,11 +245,12 @@ class Frontalizer:
         for im in images:
             rgb, scale, name = to_rgb(im, bgr)
             faces, _ = self.faces(rgb, max_faces or self.max_faces)
-            results = self._results(rgb, scale, name, faces, [None] * len(faces))
+            now = self.engine.needs_photo
+            results = self._results(rgb, scale, name, faces, self.frontalize(faces, rgb) if now else [None] * len(faces))
             for r in results:
                 r.image, r.reload = None, functools.partial(_reloaded, im, bgr)
             out.append(results)
-            pending += results
+            pending += [] if now else results
             if len(pending) >= CHUNK:
                 flush()
         flush()
@@ -257,7 +266,7 @@ class Frontalizer:
         for idx, bgr in frames(source, vid_stride, max_frames):
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             faces, _ = self.faces(rgb, max_faces or self.max_faces)
-            yield FrameResult(idx, rgb, self._results(rgb, 1.0, name, faces, self.frontalize(faces), idx))
+            yield FrameResult(idx, rgb, self._results(rgb, 1.0, name, faces, self.frontalize(faces, rgb), idx))
 
 
 def draw_face(img: np.ndarray, face: Face, color=(0, 255, 0), landmarks: bool = True) -> None:

@@ -28,6 +28,7 @@ from .errors import ModelError
 
 INPUT = 96
 CANON_SIZE = 128
+CROP_RULE = "canonical-eye-mouth"  # crop(): the framing every generator is trained on (model metadata crop_rule)
 CANON_E_Y, CANON_EM = 41.4, 47.5  # in a 128 px canonical crop
 REFINE_SCALE = 1.25  # second-pass box = canonical square x this
 DET_SCALE = 1.7  # first-pass box = detector box side x this (a detector box spans ~brow..chin)

@@ -188,3 +188,26 @@ def test_providers_requested_are_only_those_available(monkeypatch, tmp_path, cap
     got = onnx_providers("tensorrt,cpu")
     assert got[0][0] == "TensorrtExecutionProvider" and got[0][1]["trt_engine_cache_enable"] is True
     assert got[0][1]["trt_engine_cache_path"] == str(tmp_path / "trt") and got[1] == "CPUExecutionProvider"
+
+
+def test_default_is_the_geometric_generator():
+    """Frontalizer() turns the photo's own pixels to frontal (runtime.geometry): a frontal face comes
+    back as its crop, a face's yaw is 3DDFA_V2's (benchmarks/samples_faces.json reads the bridge
+    photo -40 by eye; the pose network said -87), batch() gives what one call gives."""
+    from runtime import Frontalizer
+    from runtime.errors import ModelError
+
+    fr = Frontalizer(threads=1)
+    assert fr.engine.name == "geometry" and fr.engine.needs_photo
+    bridge = os.path.join(ROOT, "samples", "three_quarter_bridge.jpg")
+    (f,) = fr(bridge)
+    assert abs(f.yaw + 40) <= 15 and abs(f.face.extra["posenet_yaw"]) > 60, (f.yaw, f.face.extra)
+    assert f.frontal.shape == (128, 128, 3) and np.abs(f.frontal.astype(int) - f.crop).mean() > 10  # turned
+    (g,) = fr(SAMPLE)
+    assert np.abs(g.frontal.astype(int) - g.crop).mean() < 3  # frontal: passes through (measured 1.0)
+    out = fr.batch([SAMPLE, np.full((200, 200, 3), 90, np.uint8), bridge])
+    assert [len(r) for r in out] == [1, 0, 1]
+    np.testing.assert_array_equal(out[0][0].frontal, g.frontal)
+    np.testing.assert_array_equal(out[2][0].frontal, f.frontal)
+    with pytest.raises(ModelError, match="needs the photo"):
+        fr.engine.run(f.crop)

@@ -56,7 +56,8 @@ def wheel(tmp_path_factory):
 def test_wheel_holds_the_model_files(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ("posenet.onnx", "face_detection_short_range.tflite", "face_detection_full_range.tflite",
-              "face_detection_back.tflite", "mtcnn_pnet.tflite", "mtcnn_rnet.tflite", "mtcnn_onet.tflite", "README.md"):
+              "face_detection_back.tflite", "mtcnn_pnet.tflite", "mtcnn_rnet.tflite", "mtcnn_onet.tflite", "README.md",
+              "tddfa_mb05.onnx", "face_geometry.npz"):  # the last two: the default (geometric) generator
         assert f"runtime/assets/{f}" in names, f
     if os.path.exists(os.path.join(ROOT, "runtime", "assets", "frontalizer.onnx")):
         assert "runtime/assets/frontalizer.onnx" in names
@@ -100,3 +101,36 @@ def test_fresh_venv_install_runs_from_another_folder(wheel, tmp_path, python):
     assert r.returncode == 0 and r.stdout.startswith("1 "), r.stderr[-2000:]
     listed = subprocess.run([str(py), "-m", "pip", "list"], capture_output=True, text=True).stdout.lower()
     assert "onnxruntime " in listed and "onnxruntime-gpu" not in listed and "tensorflow" not in listed
+
+
+def test_check_aarch64_script_and_its_parity_check(tmp_path):
+    """make check-aarch64 (tools/check_aarch64.sh, too slow for this suite): the script parses, the
+    target runs it, and its parity check passes a matching run and fails one with a face missing."""
+    import json
+
+    import numpy as np
+
+    assert subprocess.run(["bash", "-n", os.path.join(ROOT, "tools", "check_aarch64.sh")]).returncode == 0
+    dry = subprocess.run(["make", "-n", "check-aarch64"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0 and "tools/check_aarch64.sh" in dry.stdout
+    probe = os.path.join(ROOT, "tools", "aarch64_probe.py")
+    x86 = str(tmp_path / "x86.npz")
+    r = subprocess.run([sys.executable, probe, "run", os.path.join(ROOT, "samples"), x86, "--repeats", "1"],
+                       capture_output=True, text=True, cwd=str(tmp_path), timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    def copy(path, **change):
+        z = dict(np.load(x86))
+        info = json.loads(str(z["info"]))
+        info.update(machine="aarch64", **change)
+        np.savez(path, **{**z, "info": json.dumps(info)})
+        return path
+
+    same = copy(str(tmp_path / "arm.npz"))
+    ok = subprocess.run([sys.executable, probe, "compare", x86, same], capture_output=True, text=True)
+    assert ok.returncode == 0 and "faces found: x86 7, aarch64 7" in ok.stdout, ok.stdout
+    faces = json.loads(str(np.load(x86)["info"]))["faces"]
+    faces["astronaut.jpg"] = []
+    bad = subprocess.run([sys.executable, probe, "compare", x86, copy(str(tmp_path / "bad.npz"), faces=faces)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "astronaut.jpg: 1 face(s) on x86, 0 on aarch64" in bad.stdout, bad.stdout

@@ -21,6 +21,17 @@ def tddfa_onnx(tmp_path_factory):
     return out
 
 
+def test_bundled_onnx_is_the_export_of_the_weights(tddfa_onnx, analyzer):
+    """runtime/assets/tddfa_mb05.onnx (the default generator's landmarks) is what make tddfa makes."""
+    from runtime.image_io import load_image
+    from runtime.tddfa import Tddfa
+
+    rgb = load_image(os.path.join(SAMPLES, "three_quarter_bridge.jpg")).rgb
+    sq = [analyzer.analyze(rgb)[0][0].square]
+    a, b = Tddfa(tddfa_onnx, threads=1).read(rgb, sq)[0], Tddfa(threads=1).read(rgb, sq)[0]
+    np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+
+
 def test_checkpoint_reads_as_mobilenet_half():
     from training.tddfa_export import STRIDES, read_legacy_state_dict
 
