@@ -58,7 +58,7 @@ def test_camera_pipeline(benchmark, geo_models, face_video, tmp_path, fmt, detec
     assert stats["faces"] >= 0.95 * stats["frames"]  # the face is found/tracked in (nearly) every frame
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "tflite-fp32"])
+@pytest.mark.parametrize("fmt", ["geometry", "onnx", "tflite-fp32"])
 def test_camera_loop_end_to_end(benchmark, geo_models, face_video, tmp_path, fmt):
     """``python -m runtime.camera --headless`` on the whole video (decode and encode on their own
     threads, as shipped). One round = the whole video, start-up (model and dlib loading)
@@ -69,7 +69,8 @@ included; per frame = round / frames. ``in_loop_fps``: the loop's own readout pa
 
     from runtime import camera
 
-    args = ["--source", face_video, "--model", geo_models["paths"][fmt], "--headless", "--out", str(tmp_path),
+    model = "geometry" if fmt == "geometry" else geo_models["paths"][fmt]
+    args = ["--source", face_video, "--model", model, "--headless", "--out", str(tmp_path),
             "--detect-every", "5"]
     camera.main(args)  # warm-up: page cache, model load paths
     benchmark.group = "camera loop, whole video (per video)"
