@@ -56,12 +56,17 @@ FOREHEAD = 0.35  # the face region reaches this x (brow-chin height) above the b
 FIELD_LO, FIELD_STEP, FIELD_N = -64.0, 4.0, 65
 
 
+def tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """r^2 log r between the rows of ``a`` (m, 2) and ``b`` (n, 2), from squared distances (no sqrt)."""
+    d2 = np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
+    return 0.5 * d2 * np.log(d2 + 1e-18)
+
+
 def tps_fit(points: np.ndarray, values: np.ndarray, smoothing: float = TPS_SMOOTHING) -> np.ndarray:
     """Thin-plate spline weights (n + 3, k) through ``values`` (n, k) at ``points`` (n, 2)."""
     n = len(points)
-    d = np.linalg.norm(points[:, None] - points[None], axis=-1)
     a = np.zeros((n + 3, n + 3))
-    a[:n, :n] = d ** 2 * np.log(d + 1e-9) + smoothing * np.eye(n)
+    a[:n, :n] = tps_kernel(points, points) + smoothing * np.eye(n)
     a[:n, n:] = np.c_[np.ones(n), points]
     a[n:, :n] = a[:n, n:].T
     b = np.zeros((n + 3, values.shape[1]))
@@ -70,8 +75,7 @@ def tps_fit(points: np.ndarray, values: np.ndarray, smoothing: float = TPS_SMOOT
 
 
 def tps_eval(points: np.ndarray, weights: np.ndarray, query: np.ndarray) -> np.ndarray:
-    d = np.linalg.norm(query[:, None] - points[None], axis=-1)
-    return (d ** 2 * np.log(d + 1e-9)) @ weights[:len(points)] + np.c_[np.ones(len(query)), query] @ weights[len(points):]
+    return tps_kernel(query, points) @ weights[:len(points)] + np.c_[np.ones(len(query)), query] @ weights[len(points):]
 
 
 def ramp(x, width):
@@ -182,7 +186,7 @@ class GeometricFrontalizer:
         pa, pb = cam(ya), cam(yb)  # output-frame positions in the photo's crop
 
         # visibility: the mean surface's normal . view direction, and a z-buffer for occlusion
-        grid = np.stack(np.meshgrid(np.arange(0, CANON, 0.5), np.arange(0, CANON, 0.5)), -1)
+        grid = np.stack(np.meshgrid(np.arange(0, CANON, 1.0), np.arange(0, CANON, 1.0)), -1)
         yg = surface(grid).reshape(-1, 3)
         pg, zg = cam(yg) * (CANON / size), yg @ R[2]
         zbuf = np.full((CANON, CANON), -1e9, np.float32)
