@@ -221,8 +221,6 @@ def main(argv=None) -> int:
     models = dict(m.split("=", 1) if "=" in m else (os.path.splitext(os.path.basename(m))[0], m) for m in a.model)
     frs = {n: Frontalizer(p, threads=2) for n, p in models.items()}
     fr = next(iter(frs.values()))
-    if "geometry" in models.values():  # the crop pipeline must come from a learned model's Frontalizer
-        fr = next((f for n, f in frs.items() if models[n] != "geometry"), Frontalizer("frontalizer.onnx", threads=2))
     import pickle
 
     cache = {"emb": {}, "check": {}, "old": {}}

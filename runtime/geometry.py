@@ -23,8 +23,8 @@ face in the canonical 128 px frame (``face_geometry.npz``: the 68 points and a d
    photo shows directly, blurred where it was not seen.
 
 ``GeometricFrontalizer().frontalize(rgb, landmarks, square, size)`` -> (size, size, 3) uint8 RGB.
-``GeometryEngine`` (``pipeline.load_generator("geometry")``, the default model of the CLI, API and camera) puts it
-with ``runtime.tddfa`` behind the generators' interface.
+``GeometryEngine`` (``pipeline.load_generator("geometry")``, the default of the CLI, API and camera)
+puts it with ``runtime.tddfa`` behind the generators' interface.
 """
 from __future__ import annotations
 
@@ -247,9 +247,10 @@ class GeometricFrontalizer:
 
 
 class GeometryEngine(Engine):
-    """The geometric generator behind ``runtime.engines.Engine`` (``pipeline.load_generator("geometry")``): ``frontalize(rgb, faces)`` reads each
-    face's 68 landmarks and head pose with 3DDFA_V2 (``runtime.tddfa``, from the face's canonical
-    square) and turns the face to frontal from the photo's own pixels. A face's ``yaw`` becomes
+    """The geometric generator behind ``runtime.engines.Engine`` (``pipeline.load_generator("geometry")``):
+    ``frontalize(rgb, faces)`` reads each face's 68 landmarks and head pose with 3DDFA_V2
+    (``runtime.tddfa``, from the face's canonical square) and turns the face to frontal from the
+    photo's own pixels. A face's ``yaw`` becomes
     3DDFA_V2's reading (it holds on three-quarter photos; the pose network's is kept in
     ``face.extra["posenet_yaw"]``). There is no crop-in, frontal-out ``run``: it needs the photo."""
 

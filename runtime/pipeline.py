@@ -25,8 +25,6 @@ from .pose import CROP_RULE  # the framing every model is trained on (android_de
 GEOMETRY = DEFAULT_MODEL = "geometry"
 
 
-
-
 def load_generator(model: str, engine: str = "auto", threads: int = 2, **kw) -> Engine:
     """``"geometry"``: runtime.geometry's generator (no model file); else ``engines.load_engine``."""
     if model == GEOMETRY:
@@ -164,9 +162,9 @@ class Frontalizer:
         for frame in fr.video("clip.mp4", vid_stride=2): frame.faces
 
     ``model``: ``"geometry"`` (the default: ``runtime.geometry``, the photo's own pixels turned to
-    frontal), a file (.onnx, .tflite, .keras) or the name of a bundled one (``frontalizer.onnx``). ``providers``: ONNX execution providers (``"cuda,cpu"``; see
-    ``runtime.engines.provider_names``). The model and detectors load on first use (or ``load()``),
-    each file once.
+    frontal), a file (.onnx, .tflite, .keras) or the name of a bundled one (``frontalizer.onnx``).
+    ``providers``: ONNX execution providers (``"cuda,cpu"``; see ``runtime.engines.provider_names``).
+    The model and detectors load on first use (or ``load()``), each file once.
     """
 
     def __init__(self, model: str | os.PathLike | Engine | None = None, engine: str = "auto", threads: int = 2,
@@ -242,11 +240,12 @@ class Frontalizer:
                 r.frontal = frontal
             pending.clear()
 
+        now = self.engine.needs_photo  # the geometric generator: each image's faces at once, with the image
         for im in images:
             rgb, scale, name = to_rgb(im, bgr)
             faces, _ = self.faces(rgb, max_faces or self.max_faces)
-            now = self.engine.needs_photo
-            results = self._results(rgb, scale, name, faces, self.frontalize(faces, rgb) if now else [None] * len(faces))
+            frontals = self.frontalize(faces, rgb) if now else [None] * len(faces)
+            results = self._results(rgb, scale, name, faces, frontals)
             for r in results:
                 r.image, r.reload = None, functools.partial(_reloaded, im, bgr)
             out.append(results)

@@ -7,9 +7,9 @@
 
 ``run`` frontalizes every photo of SAMPLES with the API's three lines, keeps each face's box, crop
 and frontal, and times per face the default geometric generator and the learned one as fp32 (ONNX)
-and int8 (TFLite). Given the x86
-run's file (``--crops``), it runs the generators on the x86 run's faces (the same crops and
-squares), so the engines are compared on identical input; ``compare`` checks the faces found, the boxes and the PSNR of the outputs.
+and int8 (TFLite). Given the x86 run's file (``--crops``), it runs the generators on the x86 run's
+faces (the same crops and squares), so the engines are compared on identical input; ``compare``
+checks the faces found, the boxes and the PSNR of the outputs.
 """
 from __future__ import annotations
 
@@ -75,21 +75,18 @@ def run(samples: str, out: str, crops_from: str | None, repeats: int) -> None:
     # the reference faces: the x86 run's (crops, pose-network yaws, squares) when given, else this run's
     src = np.load(crops_from) if crops_from else arrays
     keys = sorted(k[5:] for k in src if k.startswith("crop/"))
-    faces_ref = [as_face(src["crop/" + k], src["yaw/" + k], src["square/" + k]) for k in keys]
-    photos = {}
-    for k in keys:
-        name = k.rsplit("/", 1)[0]
-        if name not in photos:
-            photos[name] = load_image(os.path.join(samples, name)).rgb
+    photos = {name: load_image(os.path.join(samples, name)).rgb for name in {k.rsplit("/", 1)[0] for k in keys}}
+    photo_of = [photos[k.rsplit("/", 1)[0]] for k in keys]
     speed = {}
     for kind, model in GENERATORS.items():
         eng = load_generator(model, threads=2)
-        speed[kind] = per_face_ms(eng, faces_ref, [photos[k.rsplit("/", 1)[0]] for k in keys], repeats)
+        # fresh faces per generator: the geometric one sets a face's yaw to 3DDFA_V2's
+        ref = [as_face(src["crop/" + k], src["yaw/" + k], src["square/" + k]) for k in keys]
+        for k, f, rgb in zip(keys, ref, photo_of):
+            arrays[f"{kind}_on_ref/{k}"] = eng.frontalize(rgb, [f])[0]
+        speed[kind] = per_face_ms(eng, ref, photo_of, repeats)
         print(f"  {kind} generator ({model}): {speed[kind]:.1f} ms per face (median of {repeats}x{len(keys)})",
               flush=True)
-        for k in keys:
-            f = as_face(src["crop/" + k], src["yaw/" + k], src["square/" + k])
-            arrays[f"{kind}_on_ref/{k}"] = eng.frontalize(photos[k.rsplit("/", 1)[0]], [f])[0]
     import cv2
     import onnxruntime
     info = {"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__,
