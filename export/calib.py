@@ -42,6 +42,8 @@ def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase
     """
     import json
 
+    if os.path.isfile(os.path.join(manifest_path, "pairs.json")):
+        return refiner_pairs(manifest_path, n, phase, targets)
     if not os.path.exists(manifest_path):
         raise CalibrationError(f"{manifest_path}: no such manifest (run `python -m training.datasets`)")
     with open(manifest_path) as f:
@@ -63,4 +65,27 @@ def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase
     yaws = np.asarray([float(r["yaw_est"] if pooled else r["yaw"]) for r in picks], np.float32)
     if targets:
         return images, yaws, np.stack([_read(os.path.join(root, r["y"])) for r in picks])
+    return images, yaws
+
+
+def refiner_pairs(folder: str, n: int = 200, phase: float = 0.0, targets: bool = False):
+    """The refiner's calibration and parity inputs: geometric frontals of the validation people of a
+    ``training.rotate_render`` folder (training identities kept out of the refiner's training), spread
+    over their yaws; yaws are the renders' (the refiner has no yaw input)."""
+    import json
+
+    from training.refiner import VAL_PEOPLE
+
+    with open(os.path.join(folder, "pairs.json")) as f:
+        rows = sorted((r for r in json.load(f)["pairs"] if "file" in r and r["person"].startswith(VAL_PEOPLE)),
+                      key=lambda r: abs(r["turn"]))
+    if not rows:
+        raise CalibrationError(f"{folder}: no validation pairs")
+    n = min(n, len(rows))
+    picks = [rows[min(len(rows) - 1, int((i + phase) * len(rows) / n))] for i in range(n)]
+    tiles = [load_image(os.path.join(folder, r["file"])).rgb for r in picks]
+    images = np.stack([t[:, :SIZE] for t in tiles])
+    yaws = np.asarray([r["turn"] for r in picks], np.float32)
+    if targets:
+        return images, yaws, np.stack([t[:, SIZE:2 * SIZE] for t in tiles])
     return images, yaws

@@ -29,6 +29,8 @@ puts it with ``runtime.tddfa`` behind the generators' interface.
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -94,6 +96,20 @@ def remap(img: np.ndarray, xy: np.ndarray, offset: float = 0.0, **kw) -> np.ndar
     return cv2.remap(img, x, y, cv2.INTER_LINEAR, **kw)
 
 
+@dataclass
+class FaceFit:
+    """A scaled-orthographic camera [s R[:2] | t] of this face's 3D shape onto its landmarks."""
+    s: float
+    R: np.ndarray  # (3, 3); row 2 is the view direction in model coordinates
+    t: np.ndarray  # (2,)
+    shape68: np.ndarray  # (68, 3): this face's landmarks in model coordinates
+    field: np.ndarray  # (FIELD_N, FIELD_N, 3): its offset from the mean face, on the lattice
+    yaw: float  # radians
+
+    def cam(self, Y: np.ndarray, R: np.ndarray | None = None) -> np.ndarray:
+        return self.s * Y @ (self.R if R is None else R)[:2].T + self.t
+
+
 class GeometricFrontalizer:
     def __init__(self, path: str | None = None):
         from .assets import asset
@@ -134,40 +150,48 @@ class GeometricFrontalizer:
         side = np.linalg.norm(cam[0, :3]) * CANON
         return cv2.erode(m, np.ones((3, 3), np.uint8), iterations=max(1, int(side / 100))), lo
 
-    def frontalize(self, rgb: np.ndarray, landmarks: np.ndarray, square, size: int = 128) -> np.ndarray:
-        """This face turned to frontal in the frame of ``runtime.pose.crop(rgb, square, size)``."""
+    def surface(self, xy: np.ndarray, field: np.ndarray) -> np.ndarray:
+        """3D points (..., 3) of this face's surface over model positions ``xy`` (..., 2)."""
+        z = remap(self.depth, xy, 0.5, borderMode=cv2.BORDER_REPLICATE)
+        d = remap(field, (xy - FIELD_LO) / FIELD_STEP, borderMode=cv2.BORDER_REPLICATE)
+        return np.concatenate([xy, z[..., None]], -1) + d
+
+    def fit(self, points: np.ndarray) -> FaceFit:
+        """The camera and this face's shape from its 68 landmarks ``points`` (68, 2) in any pixel frame."""
         X = self.shape68
-        crop_aff = box_affine(*square, size=size)
-        L = apply(crop_aff, np.asarray(landmarks, np.float64))
+        L = np.asarray(points, np.float64)
         # 1. scaled-orthographic camera, fitted affine then made a scaled rotation
         P = np.linalg.lstsq(np.c_[X, np.ones(68)], L, rcond=None)[0].T
         u, sv, vt = np.linalg.svd(P[:, :3], full_matrices=False)
         s, R2 = sv.mean(), u @ vt
         t = (L - s * X @ R2.T).mean(0)
         R = np.r_[R2, np.cross(R2[0], R2[1])[None]]  # row 2: the view direction in model coordinates
-
-        def cam(Y):
-            return s * Y @ R2.T + t
-
         # 2. this face's shape: residuals back along the image plane, spread by a thin-plate spline
-        d68 = (L - cam(X)) @ R2 / s
+        d68 = (L - (s * X @ R2.T + t)) @ R2 / s
         gf = FIELD_LO + FIELD_STEP * np.arange(FIELD_N)
         lattice = np.stack(np.meshgrid(gf, gf), -1).reshape(-1, 2)
         field = tps_eval(X[:, :2], tps_fit(X[:, :2], d68), lattice).reshape(FIELD_N, FIELD_N, 3).astype(np.float32)
+        v = R[2]
+        return FaceFit(s, R, t, X + d68, field, math.atan2(-v[0], v[2]))
+
+    def frontalize(self, rgb: np.ndarray, landmarks: np.ndarray, square, size: int = 128,
+                   info: dict | None = None) -> np.ndarray:
+        """This face turned to frontal in the frame of ``runtime.pose.crop(rgb, square, size)``.
+        ``info``, when given, receives ``landmarks68`` (where the output shows the 68 points) and
+        ``face_mask`` (the mean face's soft mask in the output), for training pairs."""
+        crop_aff = box_affine(*square, size=size)
+        fit = self.fit(apply(crop_aff, np.asarray(landmarks, np.float64)))
+        s, R, t, Y68, yaw = fit.s, fit.R, fit.t, fit.shape68, fit.yaw
+        R2, cam = R[:2], fit.cam
 
         def surface(xy):
-            z = remap(self.depth, xy, 0.5, borderMode=cv2.BORDER_REPLICATE)
-            d = remap(field, (xy - FIELD_LO) / FIELD_STEP, borderMode=cv2.BORDER_REPLICATE)
-            return np.concatenate([xy, z[..., None]], -1) + d
+            return self.surface(xy, fit.field)
 
         # 3. the frontal camera: R without its yaw about the model's vertical axis, then a similarity
         # that puts the eye and mouth midpoints back where the photo has them
-        v = R[2]
-        yaw = math.atan2(-v[0], v[2])
         turn = math.copysign(max(0.0, abs(yaw) - math.radians(DEAD_ZONE)), yaw)
         c, sn = math.cos(turn), math.sin(turn)
         A2 = (R @ np.array([[c, 0, -sn], [0, 1, 0], [sn, 0, c]]))[:2]
-        Y68 = X + d68
         em = np.stack([(Y68[36:42].mean(0) + Y68[42:48].mean(0)) / 2, (Y68[48] + Y68[54]) / 2])
         S = similarity(s * em @ A2.T + t, cam(em))
 
@@ -211,8 +235,9 @@ class GeometricFrontalizer:
         if k >= 2:  # shrink first so a large face is averaged, not aliased
             src = cv2.resize(rgb, (max(1, rgb.shape[1] // k), max(1, rgb.shape[0] // k)), interpolation=cv2.INTER_AREA)
             f = src.shape[1] / rgb.shape[1]
-        sa = remap(src, pa * f, borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
-        sb = remap(src, pb * f, borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+        # beyond the photo's edge, its mirror image: black padding would come through as dark bands
+        sa = remap(src, pa * f, borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
+        sb = remap(src, pb * f, borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
         cam_img = inv @ np.r_[np.c_[s * R2, t[:, None]], [[0, 0, 0, 1]]]
         region, lo = self.face_region(np.asarray(landmarks, np.float64), cam_img)
         h, wd = rgb.shape[:2]
@@ -222,6 +247,8 @@ class GeometricFrontalizer:
             return in_img * remap(region.astype(np.float32), p - lo, borderValue=0)
 
         mask = remap(self.face_mask(), xy, 0.5, borderValue=0)
+        if info is not None:
+            info.update(landmarks68=frontal(Y68), face_mask=mask)
         ia = np.where(mask > 0.05, inside(pa), 1.0)
         ib = np.where(mask > 0.05, inside(pb), 1.0)
 
@@ -257,16 +284,22 @@ class GeometryEngine(Engine):
     name = "geometry"
     needs_photo = True
 
-    def __init__(self, threads: int = 2, size: int = 128):
+    def __init__(self, threads: int = 2, size: int = 128, refiner: Engine | None = None):
         from .tddfa import Tddfa
 
-        super().__init__("geometry", {"model": "geometry", "input_size": size, "crop_rule": CROP_RULE}, threads)
+        name = "geometry" + (f"+{os.path.basename(refiner.path)}" if refiner else "")
+        super().__init__(name, {"model": "geometry", "input_size": size, "crop_rule": CROP_RULE}, threads)
+        if refiner is not None and (refiner.meta.get("model") != "refiner" or refiner.size != size):
+            raise ModelError(f"{refiner.path}: not a {size} px refiner (its metadata says model "
+                             f"'{refiner.meta.get('model')}', {refiner.size} px)")
+        self.refiner = refiner
         self.tddfa = Tddfa(threads=threads)
         self.geometry = GeometricFrontalizer()
         self.providers = list(self.tddfa.session.get_providers())
 
     def __repr__(self) -> str:
-        return f"<GeometryEngine tddfa_mb05.onnx + face_geometry.npz {self.providers}>"
+        return f"<GeometryEngine tddfa_mb05.onnx + face_geometry.npz{f' + {self.refiner!r}' if self.refiner else ''} " \
+               f"{self.providers}>"
 
     def frontalize(self, rgb: np.ndarray | None, faces: list) -> list[np.ndarray]:
         if not faces:
@@ -278,6 +311,8 @@ class GeometryEngine(Engine):
             face.extra.setdefault("posenet_yaw", face.yaw)
             face.yaw = pose.yaw
             out.append(self.geometry.frontalize(rgb, pose.landmarks, face.square, self.size))
+        if self.refiner is not None:
+            out = list(self.refiner.run(np.stack(out)))
         return out
 
     def run(self, images, yaw=None) -> np.ndarray:

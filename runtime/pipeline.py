@@ -26,11 +26,13 @@ GEOMETRY = DEFAULT_MODEL = "geometry"
 
 
 def load_generator(model: str, engine: str = "auto", threads: int = 2, **kw) -> Engine:
-    """``"geometry"``: runtime.geometry's generator (no model file); else ``engines.load_engine``."""
-    if model == GEOMETRY:
+    """``"geometry"``: runtime.geometry's generator (no model file); ``"geometry+refiner.onnx"``: the same
+    followed by a refiner model (any format ``engines.load_engine`` reads); else ``engines.load_engine``."""
+    if model == GEOMETRY or model.startswith(GEOMETRY + "+"):
         from .geometry import GeometryEngine
 
-        return GeometryEngine(threads)
+        refiner = model[len(GEOMETRY) + 1:] or None
+        return GeometryEngine(threads, refiner=refiner and load_engine(refiner, engine, threads, **kw))
     return load_engine(model, engine, threads, **kw)
 
 
