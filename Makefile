@@ -106,7 +106,7 @@ rnr-pairs: setup
 	$(PY) -m training.rotate_render --data $(DATA) --out $(RNR) --workers 2
 refiner: rnr-pairs $(HUMAN_MODELS)
 	$(PY) -m training.refiner --pairs $(RNR) --out artifacts/refiner --total-steps $(REFINER_STEPS)
-	$(PY) -m export artifacts/refiner/refiner.keras --out artifacts/refiner/export --calib $(RNR) --parity
+	$(PY) -m export artifacts/refiner/refiner_best.keras --out artifacts/refiner/export --calib $(RNR) --parity
 
 manifest: $(MANIFEST)
 $(CROPS)/multipie30/manifest.json: .venv/.installed

@@ -12,7 +12,8 @@ neither evaluation judge (faceres, dlib). No adversarial term: it is what speckl
 
 ``python -m training.refiner --pairs artifacts/rnr --out artifacts/refiner`` (``make refiner``) trains,
 resuming exactly from ``<out>/ckpt`` (weights, optimiser and step), and writes ``refiner.keras`` with
-its sidecar for ``python -m export``.
+its sidecar for ``python -m export`` after every ``--steps``, and ``refiner_best.keras``: the one of the
+lowest validation loss (pairs of training identities kept out of training, ``VAL_PEOPLE``).
 """
 from __future__ import annotations
 
@@ -74,8 +75,9 @@ def dataset(files: list[str], batch: int, train: bool, seed: int = 0):
         tile = tf.ensure_shape(tf.io.decode_png(tf.io.read_file(path), 3), (SIZE, 3 * SIZE, 3))
         tile = tf.cast(tile, tf.float32) / 127.5 - 1.0
         x, y, m = tile[:, :SIZE], tile[:, SIZE:2 * SIZE], (tile[:, 2 * SIZE:, :1] + 1.0) / 2.0
-        if train:  # a mirrored pair is as good a pair
-            flip = tf.random.uniform(()) < 0.5
+        if train:  # a mirrored pair is as good a pair; stateless, so a resumed run draws the same flips
+            key = tf.strings.to_hash_bucket_fast(path, 2 ** 31 - 1)
+            flip = tf.random.stateless_uniform((), tf.stack([tf.constant(seed, tf.int64), key])) < 0.5
             x, y, m = [tf.where(flip, t[:, ::-1], t) for t in (x, y, m)]
         return x, y, m
 
@@ -123,11 +125,11 @@ class RefinerTrainer(keras.Model):
         return {"loss": l1 + self.id_weight * ident, "l1": l1, "id": ident}
 
 
-def save_refiner(refiner: keras.Model, out: str, extra: dict) -> str:
+def save_refiner(refiner: keras.Model, out: str, extra: dict, name: str = "refiner") -> str:
     from runtime.model_meta import default_meta, write_sidecar
 
-    path = os.path.join(out, "refiner.keras")
-    tmp = os.path.join(out, "refiner.tmp.keras")
+    path = os.path.join(out, f"{name}.keras")
+    tmp = os.path.join(out, f"{name}.tmp.keras")
     refiner.save(tmp)
     os.replace(tmp, path)
     write_sidecar(path, default_meta("refiner", **extra))
@@ -169,8 +171,11 @@ def train(args) -> dict:
         log["epochs"].append({"step": int(step.numpy()), **{k: float(x[-1]) for k, x in hist.history.items()},
                               **{f"val_{k}": float(x) for k, x in v.items()}})
         manager.save()
-        save_refiner(refiner, args.out, {"steps": int(step.numpy()), "cpu_hours": round(log["seconds"] / 3600, 3),
-                                         "macs": macs(refiner), "width": args.width})
+        meta = {"steps": int(step.numpy()), "cpu_hours": round(log["seconds"] / 3600, 3), "macs": macs(refiner),
+                "width": args.width, "val_loss": float(v["loss"])}
+        save_refiner(refiner, args.out, meta)
+        if float(v["loss"]) <= min(e["val_loss"] for e in log["epochs"]):  # selection on the validation people
+            save_refiner(refiner, args.out, meta, name="refiner_best")
         with open(log_path + ".tmp", "w") as f:
             json.dump(log, f, indent=1)
         os.replace(log_path + ".tmp", log_path)

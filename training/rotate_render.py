@@ -114,7 +114,8 @@ class PairMaker:
 
         self.frontalizer = Frontalizer(threads=1)
         self.tddfa = Tddfa(threads=1)
-        self.geo = GeometricFrontalizer()
+        # beyond the photo's edge its reflection, not the runtime's black: the loss is not spent on padding
+        self.geo = GeometricFrontalizer(border=cv2.BORDER_REFLECT_101)
         self.size = size
 
     def landmarks(self, rgb: np.ndarray):
