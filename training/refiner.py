@@ -154,7 +154,10 @@ def train(args) -> dict:
         ckpt.restore(manager.latest_checkpoint)
         print(f"resumed at step {int(step.numpy())} from {manager.latest_checkpoint}")
     log_path = os.path.join(args.out, "log.json")
-    log = json.load(open(log_path)) if os.path.exists(log_path) and int(step.numpy()) else {"epochs": [], "seconds": 0.0}
+    log = {"epochs": [], "seconds": 0.0}
+    if os.path.exists(log_path) and int(step.numpy()):
+        with open(log_path) as f:
+            log = json.load(f)
     val = dataset(val_files, args.batch, False)
     if not log["epochs"]:
         log["start_val"] = {k: float(v) for k, v in trainer.evaluate(val, verbose=0, return_dict=True).items()}
