@@ -29,6 +29,13 @@ def _read(path: str) -> np.ndarray:
     return rgb
 
 
+def spread(rows: list, n: int, phase: float) -> list:
+    """At most ``n`` of ``rows``, evenly spaced; ``phase`` in [0, 1) shifts the grid."""
+    n = min(n, len(rows))
+    step = len(rows) / n
+    return [rows[min(len(rows) - 1, int((i + phase) * step))] for i in range(n)]
+
+
 def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase: float = 0.0,
                      root: str | None = None, targets: bool = False):
     """(uint8 RGB (n,128,128,3) side views, their yaws in degrees), spread evenly over the split;
@@ -58,9 +65,7 @@ def validation_crops(manifest_path: str, split: str = "val", n: int = 200, phase
     if not rows:
         raise CalibrationError(f"{manifest_path}: no '{split}' pairs")
     root = root or m["root"]
-    n = min(n, len(rows))
-    step = len(rows) / n
-    picks = [rows[min(len(rows) - 1, int((i + phase) * step))] for i in range(n)]
+    picks = spread(rows, n, phase)
     images = np.stack([_read(os.path.join(root, r["x"])) for r in picks])
     yaws = np.asarray([float(r["yaw_est"] if pooled else r["yaw"]) for r in picks], np.float32)
     if targets:
@@ -81,8 +86,7 @@ def refiner_pairs(folder: str, n: int = 200, phase: float = 0.0, targets: bool =
                       key=lambda r: abs(r["turn"]))
     if not rows:
         raise CalibrationError(f"{folder}: no validation pairs")
-    n = min(n, len(rows))
-    picks = [rows[min(len(rows) - 1, int((i + phase) * len(rows) / n))] for i in range(n)]
+    picks = spread(rows, n, phase)
     tiles = [load_image(os.path.join(folder, r["file"])).rgb for r in picks]
     images = np.stack([t[:, :SIZE] for t in tiles])
     yaws = np.asarray([r["turn"] for r in picks], np.float32)

@@ -23,7 +23,6 @@ import os
 import time
 
 import keras
-import numpy as np
 from keras import layers
 
 SIZE = 128
@@ -47,17 +46,6 @@ def build_refiner(width: int = 16) -> keras.Model:
     u1 = conv(layers.Concatenate()([layers.UpSampling2D(interpolation="bilinear")(u2), e1]), width)
     r = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="residual")(u1)
     return keras.Model(x, layers.Add(name="refined")([x, r]), name="refiner")  # the runtime clips to [-1, 1]
-
-
-def macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one 128 px image through the convolutions."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
-            k = layer.kernel.shape
-            h, w = layer.output.shape[1:3]
-            total += int(np.prod(k)) * h * w
-    return total
 
 
 def read_pairs(folder: str) -> tuple[list[str], list[str]]:
@@ -140,6 +128,7 @@ def train(args) -> dict:
     import tensorflow as tf
 
     from .id_nets import identity_network
+    from .models import count_macs
 
     keras.utils.set_random_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
@@ -174,7 +163,7 @@ def train(args) -> dict:
         log["epochs"].append({"step": int(step.numpy()), **{k: float(x[-1]) for k, x in hist.history.items()},
                               **{f"val_{k}": float(x) for k, x in v.items()}})
         manager.save()
-        meta = {"steps": int(step.numpy()), "cpu_hours": round(log["seconds"] / 3600, 3), "macs": macs(refiner),
+        meta = {"steps": int(step.numpy()), "cpu_hours": round(log["seconds"] / 3600, 3), "macs": count_macs(refiner),
                 "width": args.width, "val_loss": float(v["loss"])}
         save_refiner(refiner, args.out, meta)
         if float(v["loss"]) <= min(e["val_loss"] for e in log["epochs"]):  # selection on the validation people

@@ -27,6 +27,7 @@ import zlib
 import cv2
 import numpy as np
 
+from runtime.errors import FrontalizeError
 from runtime.geometry import GeometricFrontalizer, remap
 
 CFP_TRAIN = range(1, 351)  # folds 01-07; fold 08 (351-400) is the test set
@@ -55,8 +56,7 @@ def turn(geo: GeometricFrontalizer, rgb: np.ndarray, landmarks: np.ndarray, degr
     Y = geo.surface(xy, fit.field)
     em = fit.shape68[[36, 39, 42, 45, 48, 54]].mean(0)
     shift = fit.cam(em) - fit.cam(em, Rt)
-    src = fit.cam(Y).astype(np.float32)
-    colour = cv2.remap(rgb, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    colour = remap(rgb, fit.cam(Y), borderMode=cv2.BORDER_REFLECT)
     # the head turns in front of a background that stays: the move fades out beyond the face
     head = cv2.GaussianBlur(cv2.dilate(geo.face_mask(), np.ones((HEAD_GROW, HEAD_GROW), np.uint8)), (0, 0), HEAD_GROW / 3)
     m = remap(head, xy, 0.5, borderValue=0)[..., None]
@@ -139,10 +139,9 @@ class PairMaker:
 
 
 def read(path: str) -> np.ndarray:
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot read {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    from runtime.image_io import load_image
+
+    return load_image(path).rgb
 
 
 def list_jobs(data: str, renders: int) -> list[dict]:
@@ -196,7 +195,7 @@ def make_one(job: dict, out_dir: str) -> dict:
                 return {**row, "skipped": "no frontal face"}
             lm = found[1].landmarks
         p = _MAKER.pair(side, frontal, lm)
-    except (ValueError, cv2.error, np.linalg.LinAlgError) as e:
+    except (FrontalizeError, ValueError, cv2.error, np.linalg.LinAlgError) as e:
         return {**row, "skipped": f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"}
     if p is None:
         return {**row, "skipped": "no face in the render"}
