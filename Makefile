@@ -35,7 +35,7 @@ $(FACEAPI):
 $(HUMAN_MODELS):
 	$(NPM_MODELS)
 
-# The main job on the bundled default model (runtime/assets/frontalizer.onnx, no --model): every
+# The main job on the default generator (runtime.geometry with 3DDFA_V2, no --model): every
 # photo of samples/ (frontal, three-quarter and profile views; credits in samples/CREDITS.md).
 demo: setup
 	.venv/bin/frontalize samples/ --out out/demo --sheet

@@ -6,7 +6,9 @@
   tf2onnx (checked against LiteRT on the same input) so that one runtime, onnxruntime-web, runs
   every model; the candidate passes of runtime/detectors.py that use them;
 - the pose network: runtime/assets/posenet.onnx (the runtime's own file);
-- the generator: runtime/assets/frontalizer.onnx (the shipped model) or the ONNX file --model names;
+- the generator: the Python runtime's default, runtime/geometry.py's geometric frontalizer (src/geometry.js,
+  with 3DDFA_V2's runtime/assets/tddfa_mb05.onnx and the mean face's arrays in models/geometry.bin), or
+  with --model the learned runtime/assets/frontalizer.onnx or another ONNX generator;
 - models/model.json: both models' metadata ("frontalize" in their ONNX metadata_props), plus the
   crop pipeline's constants read from runtime.detectors, runtime.pose and runtime.detect
   (detector passes, box conventions, score calibrations, merge rules, pass scales, canonical
@@ -39,7 +41,7 @@ from runtime.detect import (BLAZEFACE_SURE, HEAD_ZONE, MERGE_IOU, MIN_SCORE, SIN
                             SURE_MIN_SCORE, FaceAnalyzer)
 from runtime.errors import FrontalizeError, ModelError  # noqa: E402
 from runtime.model_meta import read_meta  # noqa: E402
-from runtime.pipeline import CROP_RULE  # noqa: E402
+from runtime.pipeline import CROP_RULE, GEOMETRY  # noqa: E402
 
 NODE = os.path.join(HERE, "node_modules")
 ORT_FILES = ["ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm"]
@@ -127,12 +129,40 @@ def detector_info() -> tuple[dict, list[str]]:
     return info, variants
 
 
-def generator_onnx(model: str | None) -> tuple[str, str]:
-    """(path, source description) of the generator ONNX to ship."""
-    path = model or SHIPPED
+def generator_onnx(model: str) -> tuple[str, str]:
+    """(path, source description) of a learned generator ONNX to ship."""
+    path = SHIPPED if model == "frontalizer.onnx" else model
     if not os.path.exists(path):
-        raise ModelError(f"{path}: no such generator (pass --model PATH, an ONNX export of a generator)")
+        raise ModelError(f"{path}: no such generator (pass --model geometry, or an ONNX export of a generator)")
     return path, os.path.relpath(path, ROOT)
+
+
+def geometry_info(models_dir: str) -> dict:
+    """The geometric generator for src/geometry.js: 3DDFA_V2 (runtime/assets/tddfa_mb05.onnx, as
+    runtime.tddfa reads it) and runtime.geometry's mean face: models/geometry.bin holds the floored
+    depth, the normals and the soft face mask (float32, 128 x 128) exactly as GeometricFrontalizer
+    computes them; the constants are read from runtime.geometry and runtime.tddfa."""
+    from runtime import geometry as g, tddfa
+    from runtime.assets import asset
+
+    gf = g.GeometricFrontalizer()
+    arrays = {"depth": gf.depth, "normals": gf.normals.astype(np.float32), "face_mask": gf.face_mask()}
+    offsets, blob = {}, b""
+    for name, a in arrays.items():
+        offsets[name] = len(blob)
+        blob += np.ascontiguousarray(a, np.float32).tobytes()
+    with open(os.path.join(models_dir, "geometry.bin"), "wb") as f:
+        f.write(blob)
+    path = asset("tddfa_mb05.onnx")
+    shutil.copy2(path, os.path.join(models_dir, "tddfa_mb05.onnx"))
+    return {"model": "geometry", "input_size": 128, "crop_rule": CROP_RULE, "file": "geometry.bin", "offsets": offsets,
+            "source": "runtime/geometry.py (runtime/assets/face_geometry.npz) + 3DDFA_V2 (runtime/assets/tddfa_mb05.onnx)",
+            "shape68": gf.shape68.tolist(), "canon": g.CANON, "tps_smoothing": g.TPS_SMOOTHING, "dead_zone": g.DEAD_ZONE,
+            "iters": g.ITERS, "vis_min": g.VIS_MIN, "mirror_margin": g.MIRROR_MARGIN, "occlusion_eps": g.OCCLUSION_EPS,
+            "gate_yaw": g.GATE_YAW, "gate_ramp": g.GATE_RAMP, "forehead": g.FOREHEAD, "field_lo": g.FIELD_LO,
+            "field_step": g.FIELD_STEP, "field_n": g.FIELD_N,
+            "tddfa": {"file": "tddfa_mb05.onnx", "sha256": sha256(path), "input": tddfa.INPUT,
+                      "first_scale": tddfa.FIRST_SCALE, "first_shift": tddfa.FIRST_SHIFT}}
 
 
 def analyzer_default(name: str):
@@ -190,17 +220,19 @@ def draw_icon(size: int, maskable: bool):
     return im.resize((size, size), Image.LANCZOS)
 
 
-def build(out: str, model: str | None, pose: str | None = None) -> dict:
+def build(out: str, model: str = GEOMETRY, pose: str | None = None) -> dict:
     for f in ORT_FILES:
         if not os.path.exists(os.path.join(NODE, "onnxruntime-web", "dist", f)):
             raise ModelError(f"onnxruntime-web is not installed: run `npm ci` in {HERE}")
     dinfo, variants = detector_info()
     blaze = {v: blazeface_onnx(v) for v in variants}
-    gen, source = generator_onnx(model)
-    meta = read_meta(gen)
-    if meta.get("model") == "cvae":
+    gen, meta, source = None, {}, "runtime/geometry.py"
+    if model != GEOMETRY:
+        gen, source = generator_onnx(model)
+        meta = read_meta(gen)
+    if gen is not None and meta.get("model") == "cvae":
         raise ModelError(f"{gen}: the demo does not run the cvae (one-hot yaw input)")
-    if meta.get("crop_rule") != CROP_RULE:
+    if gen is not None and meta.get("crop_rule") != CROP_RULE:
         raise ModelError(f"{gen}: trained on '{meta.get('crop_rule')}' crops; the demo frames faces '{CROP_RULE}' "
                          "(runtime.pose), like the Python runtime")
     pose = pose or POSENET
@@ -222,9 +254,13 @@ def build(out: str, model: str | None, pose: str | None = None) -> dict:
         os.makedirs(os.path.join(tmp, "models"))
         for v, path in blaze.items():
             shutil.copy2(path, os.path.join(tmp, "models", dinfo["variants"][v]["file"]))
-        shutil.copy2(gen, os.path.join(tmp, "models", "frontalizer.onnx"))
+        if gen is None:
+            ginfo = geometry_info(os.path.join(tmp, "models"))
+        else:
+            shutil.copy2(gen, os.path.join(tmp, "models", "frontalizer.onnx"))
+            ginfo = {**meta, "file": "frontalizer.onnx", "source": source, "sha256": sha256(gen)}
         shutil.copy2(pose, os.path.join(tmp, "models", "posenet.onnx"))
-        info = {"generator": {**meta, "file": "frontalizer.onnx", "source": source, "sha256": sha256(gen)},
+        info = {"generator": ginfo,
                 "pose": pinfo,
                 "detector": dinfo}
         with open(os.path.join(tmp, "models", "model.json"), "w") as f:
@@ -254,7 +290,9 @@ def build(out: str, model: str | None, pose: str | None = None) -> dict:
 def main():
     ap = argparse.ArgumentParser(description="Build the offline web demo (android_demo/dist).")
     ap.add_argument("--out", default=os.path.join(HERE, "dist"))
-    ap.add_argument("--model", help="generator ONNX to ship (default: runtime/assets/frontalizer.onnx)")
+    ap.add_argument("--model", default=GEOMETRY,
+                    help="the generator: 'geometry' (the default, as the Python runtime's: runtime.geometry with "
+                         "3DDFA_V2), 'frontalizer.onnx' (the learned one in runtime/assets) or an ONNX generator's path")
     ap.add_argument("--pose", help="pose network ONNX (default: runtime/assets/posenet.onnx)")
     args = ap.parse_args()
     try:

@@ -1,12 +1,15 @@
 // Face frontalization in the browser, the Python runtime's pipeline (runtime/detect.py):
 // candidates from BlazeFace passes (runtime/detectors.py) -> the pose network in two passes
 // (face score, yaw, eye and mouth midpoints) -> faces with score >= min_score, merged -> the
-// canonical eye-mouth crop -> the generator, fed each face's yaw. Every model runs on
+// canonical eye-mouth crop -> the generator: by default the Python runtime's geometric one
+// (3DDFA_V2's 68 landmarks and pose, then geometry.js: this photo's own pixels turned to frontal),
+// or a learned ONNX generator fed each crop and yaw (build.py --model). Every model runs on
 // onnxruntime-web: WebGPU where there is an adapter, WASM otherwise. Everything is served from
 // this origin (and cached by sw.js).
 import * as ort from './ort/ort.webgpu.min.mjs';
 import { merge, passInput, runPass } from './blazeface.js';
 import { outputToRgba, rgbToRgba, toInput } from './crop.js';
+import { Geometry, readPose } from './geometry.js';
 import { crop, facesFromBoxes, imageFromRgba, predict, refine, runPoseNet, squareCorners } from './pose.js';
 
 const $ = (id) => document.getElementById(id);
@@ -21,7 +24,7 @@ const stats = { frames: 0, faces: 0, ms: Object.fromEntries(STAGES.map((s) => [s
 window.__stats = stats;
 const MAX_FACES = { photo: 4, camera: 1 };
 
-let detectors, posenet, generator, meta, P, D, ep;
+let detectors, posenet, generator, tddfa, geometry, meta, P, D, ep;
 let stream = null, facing = 'user', running = false, busy = Promise.resolve();
 
 function setStatus(text, state) {
@@ -66,11 +69,31 @@ async function load() {
   setStatus('Loading the pose network…');
   [posenet] = await createSession(`models/${P.file}`, providers);
   setStatus('Loading the frontalizer…');
-  [generator, ep] = await createSession(`models/${meta.file}`, providers);
+  if (meta.model === 'geometry') {
+    [tddfa, ep] = await createSession(`models/${meta.tddfa.file}`, providers);
+    geometry = new Geometry(meta, await fetch(`models/${meta.file}`).then((r) => r.arrayBuffer()));
+  } else {
+    [generator, ep] = await createSession(`models/${meta.file}`, providers);
+  }
+  document.querySelector('#timings tr[data-stage="generator"] td').textContent =
+    geometry ? 'generator (3DDFA_V2 + geometry)' : `generator (${meta.model})`;
   els.backend.textContent = `${ep.toUpperCase()}${ep === 'wasm' ? ` ×${ort.env.wasm.numThreads}` : ''}`;
   els.info.textContent = `generator: ${meta.model} (${meta.source}), ${meta.input_size} px ${meta.crop_rule} crop` +
     `${meta.yaw_input ? ', yaw input' : ''}; pose network: ${P.source}; detectors: ${D.passes.photo.map((p) => p.name).join(', ')} ` +
     `(camera: ${D.passes.camera.map((p) => p.name).join(', ')})`;
+}
+
+// The geometric generator (runtime.geometry.GeometryEngine): 3DDFA_V2 reads each face's 68 landmarks
+// and pose from its canonical square (its yaw is shown, as the CLI does; kept in f.tddfaYaw, f.yaw
+// stays the pose network's), and geometry.js turns the photo's pixels to frontal. -> N*s*s*3 RGB bytes.
+async function runGeometry(img, faces) {
+  const s = meta.input_size, out = new Uint8Array(faces.length * s * s * 3);
+  const poses = await readPose(ort, tddfa, img, faces.map((f) => f.square), meta.tddfa, crop);
+  faces.forEach((f, i) => {
+    f.tddfaYaw = poses[i].yaw;
+    out.set(geometry.frontalize(img, poses[i].landmarks, f.square, s).rgb, i * s * s * 3);
+  });
+  return out;
 }
 
 // Generator on N canonical crops (RGB uint8, N*s*s*3) and their yaws -> model-range float32
@@ -135,7 +158,7 @@ async function analyze(source, width, height, mode, img = null) {
   const crops = new Uint8Array(faces.length * s * s * 3);
   faces.forEach((f, i) => crop(img, f.square, s, crops, i * s * s * 3));
   if (faces.length) ms.crop = performance.now() - t3;
-  return { dets, faces, candidates, crops, ms };
+  return { img, dets, faces, candidates, crops, ms };
 }
 
 function record(ms) {
@@ -149,6 +172,10 @@ function record(ms) {
     row.cells[2].textContent = mean.toFixed(1);
   }
 }
+
+// The yaw shown: 3DDFA_V2's where the geometric generator read it (as the CLI shows), else the pose network's.
+const shownYaw = (f) => f.tddfaYaw ?? f.yaw;
+const signed = (v) => `${v >= 0 ? '+' : ''}${v.toFixed(0)}`;
 
 // Detector boxes (orange), candidates the pose network rejected (dashed red), each face's
 // canonical crop square (green, turned with the face) with its eye and mouth midpoints.
@@ -175,7 +202,7 @@ function drawPreview(source, width, height, a) {
     for (const [x, y] of [f.E, f.M]) { ctx.beginPath(); ctx.arc(x, y, 1.5 * lw, 0, 2 * Math.PI); ctx.fill(); }
     const [x0, y0] = squareCorners(f.square).reduce(([mx, my], [x, y]) => [Math.min(mx, x), Math.min(my, y)], [Infinity, Infinity]);
     ctx.fillStyle = '#30ff60';
-    ctx.fillText(`${i + 1}: yaw ${f.yaw >= 0 ? '+' : ''}${f.yaw.toFixed(0)}°`, x0, Math.max(6 * lw, y0 - lw));
+    ctx.fillText(`${i + 1}: yaw ${signed(shownYaw(f))}°`, x0, Math.max(6 * lw, y0 - lw));
   });
 }
 
@@ -193,9 +220,10 @@ function showFaces(a, y) {
       figure.append(canvas, cap);
       return figure;
     };
-    const label = `${a.faces.length > 1 ? `${i + 1}: ` : ''}yaw ${f.yaw >= 0 ? '+' : ''}${f.yaw.toFixed(0)}°, face score ${f.score.toFixed(2)}`;
+    const label = `${a.faces.length > 1 ? `${i + 1}: ` : ''}yaw ${signed(shownYaw(f))}°, face score ${f.score.toFixed(2)}`;
+    const frontal = y.subarray(i * n, (i + 1) * n);
     row.append(fig('crop', `input crop (${label})`, rgbToRgba(a.crops.subarray(i * n, (i + 1) * n))),
-      fig('frontal', 'predicted frontal', outputToRgba(y.subarray(i * n, (i + 1) * n), meta.output_range)));
+      fig('frontal', 'predicted frontal', geometry ? rgbToRgba(frontal) : outputToRgba(frontal, meta.output_range)));
     return row;
   }));
 }
@@ -203,9 +231,9 @@ function showFaces(a, y) {
 async function frontalize(source, width, height, mode, img = null) {
   const t0 = performance.now();
   const a = await analyze(source, width, height, mode, img);
-  drawPreview(source, width, height, a);
   stats.frames++;
   if (!a.faces.length) {
+    drawPreview(source, width, height, a);
     els.result.dataset.face = 'no';
     els.faces.replaceChildren();
     record(a.ms);
@@ -214,8 +242,10 @@ async function frontalize(source, width, height, mode, img = null) {
     return a;
   }
   const t1 = performance.now();
-  const y = await runGenerator(a.crops, a.faces.map((f) => f.yaw));
+  const y = geometry ? await runGeometry(a.img, a.faces) : await runGenerator(a.crops, a.faces.map((f) => f.yaw));
   a.ms.generator = performance.now() - t1;
+  a.frontals = y;
+  drawPreview(source, width, height, a); // after the generator: the geometric one reads the yaw shown
   showFaces(a, y);
   a.ms.total = performance.now() - t0;
   record(a.ms);
@@ -223,7 +253,7 @@ async function frontalize(source, width, height, mode, img = null) {
   els.result.dataset.face = 'yes';
   els.result.dataset.count = a.faces.length;
   setStatus(a.faces.length > 1 ? `${a.faces.length} faces found.`
-    : `Face ${a.faces[0].tracked ? 'tracked' : 'found'} (yaw ${a.faces[0].yaw.toFixed(0)}°).`);
+    : `Face ${a.faces[0].tracked ? 'tracked' : 'found'} (yaw ${signed(shownYaw(a.faces[0]))}°).`);
   return a;
 }
 
@@ -295,6 +325,15 @@ window.__poseOnSquares = async (squares) => {
 window.__refine = async (boxes) => (await serial(() => refine(ort, posenet, testImage.img, boxes, P))).map((p) => ({ ...p }));
 window.__cropSquare = (square, size) => Array.from(crop(testImage.img, square, size));
 window.__frontalizeCrop = async (rgb, yaw) => Array.from(await serial(() => runGenerator(Uint8Array.from(rgb), [yaw])));
+// 3DDFA_V2's two passes from canonical squares: each pass's 120 px inputs, landmarks and pose.
+window.__tddfa = async (squares) => (await serial(() => readPose(ort, tddfa, testImage.img, squares, meta.tddfa, crop)))
+  .map((p) => ({ yaw: p.yaw, pitch: p.pitch, roll: p.roll, landmarks: p.landmarks, square: p.square, input: Array.from(p.input), first: { square: p.first.square, landmarks: p.first.landmarks, input: Array.from(p.first.input) } }));
+// geometry.js on given landmarks and square of the test image (RGB bytes, and ms).
+window.__geometry = (landmarks, square) => {
+  const t0 = performance.now();
+  const r = geometry.frontalize(testImage.img, landmarks, square, meta.input_size);
+  return { rgb: Array.from(r.rgb), ms: performance.now() - t0 };
+};
 // Each photo pass's model input for the test image, and a BlazeFace variant's raw outputs.
 window.__passInputs = () => D.passes.photo.map((p) => ({ name: p.name, variant: p.variant, tensor: Array.from(passInput(testImage.img, p, D.variants[p.variant].size).tensor) }));
 window.__runDetector = async (variant, x) => {
@@ -307,8 +346,8 @@ window.__runDetector = async (variant, x) => {
 window.__analyzeImage = async () => {
   const { img, bmp } = testImage;
   const a = await serial(() => frontalize(bmp, img.width, img.height, 'photo', img));
-  return { dets: a.dets.map((d) => d.box), candidates: a.candidates.map((c) => ({ box: c.detBox, yaw: c.yaw, score: c.score, square: c.square })), faces: a.faces.map((f) => ({ E: f.E, M: f.M, yaw: f.yaw, score: f.score, square: f.square, detBox: f.detBox })),
-    crops: a.crops && Array.from(a.crops), ms: a.ms };
+  return { dets: a.dets.map((d) => d.box), candidates: a.candidates.map((c) => ({ box: c.detBox, yaw: c.yaw, score: c.score, square: c.square })), faces: a.faces.map((f) => ({ E: f.E, M: f.M, yaw: f.yaw, tddfaYaw: f.tddfaYaw, score: f.score, square: f.square, detBox: f.detBox })),
+    crops: a.crops && Array.from(a.crops), frontals: a.frontals && Array.from(a.frontals), ms: a.ms };
 };
 
 els.start.onclick = startCamera;

@@ -15,10 +15,12 @@ Writes into OUT_DIR:
     passes of PoseNet.refine on it: the input square, the 96x96 uint8 network input, the raw
     output row and the decoded pose (E, M, yaw, score, next square);
   - crop: runtime.pose.crop at the second pass's canonical square (FaceAnalyzer.face_from_box);
-  - generator: the generator's float output (runtime.engines) on that crop with that yaw;
-  - images: FaceAnalyzer (with those passes) on each sample: its faces and every candidate
-    box with its refined pose whatever the score (the browser's whole pipeline is compared with
-    it: same detector, pose network and crop);
+  - tddfa: runtime.tddfa's two passes from that square (each pass's square, 120 px input and 68
+    landmarks; the pose), and geometry: runtime.geometry.GeometricFrontalizer on those landmarks
+    (the default generator, GeometryEngine's steps);
+  - images: FaceAnalyzer (with those passes) on each sample: its faces (with GeometryEngine's
+    frontal and 3DDFA_V2's yaw) and every candidate box with its refined pose whatever the score
+    (the browser's whole pipeline is compared with it: same detector, pose network, crop, generator);
   - passes: each detector pass's input tensor for the sample (view scaled and bordered,
     letterboxed, resized to the model's input) and the BlazeFace ONNX's raw outputs on it.
 """
@@ -39,9 +41,10 @@ sys.path.insert(0, ROOT)
 
 from runtime.detect import FaceAnalyzer  # noqa: E402
 from runtime.detectors import PRESETS, CandidateDetector  # noqa: E402
-from runtime.engines import load_engine  # noqa: E402
+from runtime.geometry import GeometryEngine  # noqa: E402
 from runtime.image_io import load_image  # noqa: E402
 from runtime.pose import INPUT as POSE_INPUT, REFINE_SCALE, crop, det_square  # noqa: E402
+from runtime.tddfa import FIRST_SCALE, FIRST_SHIFT, INPUT as TDDFA_INPUT, Tddfa  # noqa: E402
 
 SAMPLE = "profile_woman.jpg"
 # whole-pipeline comparison; the hard hat (one sure BlazeFace pass) and the astronaut test the rules
@@ -66,9 +69,9 @@ def pose_dict(p) -> dict:
     return {"E": p.E.tolist(), "M": p.M.tolist(), "yaw": p.yaw, "score": p.score, "square": list(p.square)}
 
 
-def face_dict(f) -> dict:
-    return {"E": f.landmarks[0].tolist(), "M": f.landmarks[1].tolist(), "yaw": f.yaw, "score": f.score,
-            "square": list(f.square), "crop": b64(f.crop)}
+def face_dict(f, frontal) -> dict:
+    return {"E": f.landmarks[0].tolist(), "M": f.landmarks[1].tolist(), "yaw": f.extra["posenet_yaw"],
+            "tddfa_yaw": f.yaw, "score": f.score, "square": list(f.square), "crop": b64(f.crop), "frontal": b64(frontal)}
 
 
 def main():
@@ -82,6 +85,8 @@ def main():
     # The browser's photo passes (runtime.detectors passes by name), merged as CandidateDetector does.
     passes = list({p.name: p for preset in PRESETS.values() for p in preset if p.name in names}.values())
     fa = FaceAnalyzer("fast", pose_model=os.path.join(args.models, "posenet.onnx"), threads=1)
+    geo = GeometryEngine(threads=1)
+    geo.tddfa = Tddfa(os.path.join(args.models, "tddfa_mb05.onnx"), threads=1)  # the file the app was built with
     fa.candidates = CandidateDetector(passes)
     ref = {"sample": SAMPLE, "images": {}}
     for name in SAMPLES:
@@ -90,8 +95,10 @@ def main():
             f.write(rgb.tobytes())
         cands = fa.detect(rgb)
         faces, _ = fa.faces_from_candidates(rgb, cands)
+        frontals = geo.frontalize(rgb, faces)  # sets face.yaw to 3DDFA_V2's (the pose network's in extra)
         poses = fa.pose.refine(rgb, [c[0] for c in cands])  # every candidate, whatever its score
-        ref["images"][name] = {"width": rgb.shape[1], "height": rgb.shape[0], "faces": [face_dict(f) for f in faces],
+        ref["images"][name] = {"width": rgb.shape[1], "height": rgb.shape[0],
+                               "faces": [face_dict(f, y) for f, y in zip(faces, frontals)],
                                "candidates": [{"box": c[0].tolist(), **pose_dict(p)} for c, p in zip(cands, poses)]}
     rgb = load_image(os.path.join(ROOT, "samples", SAMPLE)).rgb
     write_y4m(rgb, os.path.join(args.out, "camera.y4m"))
@@ -109,11 +116,21 @@ def main():
         steps.append({"square": list(sq), "input": b64(x[0]), "row": row.tolist(), "pose": pose_dict(p)})
         sq = (p.square[0], p.square[1], p.square[2] * REFINE_SCALE, p.square[3])
     face = fa.face_from_box(rgb, box)
-    eng = load_engine(os.path.join(args.models, "frontalizer.onnx"), threads=1)
-    y = eng.run_float(eng.preprocess(face.crop), yaw=[face.yaw])[0].astype(np.float32)
     ref["pose"] = {"box": box.tolist(), "passes": steps}
     ref["crop"] = {"square": list(face.square), "size": int(face.crop.shape[0]), "pixels": b64(face.crop), "yaw": face.yaw}
-    ref["generator"] = {"output": b64(y), "meta": eng.meta}
+
+    # 3DDFA_V2's two passes from that canonical square (Tddfa.read), and the geometry on its landmarks.
+    cx, cy, side, angle = face.square
+    sq1 = (cx - np.sin(angle) * FIRST_SHIFT * side, cy + np.cos(angle) * FIRST_SHIFT * side, side * FIRST_SCALE, angle)
+    first_in = crop(rgb, sq1, TDDFA_INPUT)
+    _, lm1 = geo.tddfa._run(rgb, [sq1])
+    pose = geo.tddfa.read(rgb, [face.square])[0]
+    frontal = geo.geometry.frontalize(rgb, pose.landmarks, face.square, int(face.crop.shape[0]))
+    ref["tddfa"] = {"first": {"square": list(map(float, sq1)), "input": b64(first_in), "landmarks": geo.tddfa._to_image(lm1[0], sq1).tolist()},
+                    "second": {"square": list(map(float, pose.square)), "input": b64(crop(rgb, pose.square, TDDFA_INPUT)),
+                               "landmarks": pose.landmarks.tolist()},
+                    "yaw": pose.yaw, "pitch": pose.pitch, "roll": pose.roll}
+    ref["geometry"] = {"square": list(face.square), "landmarks": pose.landmarks.tolist(), "output": b64(frontal)}
 
     # Each pass's BlazeFace input tensor, caught on its way into LiteRT, and the raw outputs of
     # the ONNX twin that the browser runs on it.
