@@ -19,8 +19,9 @@ face in the canonical 128 px frame (``face_geometry.npz``: the 68 points and a d
 5. the hidden side from its mirror twin: where the twin is seen squarely and the point itself is
    not (or is occluded, by a z-buffer of the surface), blurred into a soft seam; nothing is
    mirrored below ``GATE_YAW`` so a near-frontal face keeps its asymmetry;
-6. where neither side is usable inside the face, OpenCV's inpainting; outside the face, what the
-   photo shows directly, blurred where it was not seen.
+6. where neither side is usable inside the face, OpenCV's inpainting; outside the face, the same
+   warp of the photo, left sharp (geo7: blurring what was not seen directly made the pose readers
+   read fewer outputs as frontal and did not help identity; see models/GENERATOR_V2.md).
 
 ``GeometricFrontalizer().frontalize(rgb, landmarks, square, size)`` -> (size, size, 3) uint8 RGB.
 ``GeometryEngine`` (``pipeline.load_generator("geometry")``, the default of the CLI, API and camera)
@@ -271,13 +272,9 @@ class GeometricFrontalizer:
         lost = (wa + wb) < 0.05
         out = np.clip(np.where(lost[..., None], sa, out), 0, 255).astype(np.uint8)
         hole = (lost & (mask > 0.05)).astype(np.uint8)
-        if hole.any():
+        if hole.any():  # 6. holes inside the face
             out = cv2.inpaint(out, hole, size / 32, cv2.INPAINT_TELEA)
-        # 6. outside the face: what the photo shows directly, blurred where it was not seen
-        keep = np.maximum(mask, 1 - gate * (1 - wa / (wa + wb + 1e-6) * ramp(vis_a - VIS_MIN, 0.1)))
-        keep = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), size / 64)[..., None]
-        surround = cv2.GaussianBlur(out, (0, 0), size / 16).astype(np.float32)
-        return np.clip(out * keep + surround * (1 - keep), 0, 255).astype(np.uint8)
+        return out
 
 
 class GeometryEngine(Engine):

@@ -4,7 +4,7 @@
 // own pixels there, the hidden side from its mirror twin, holes inpainted). The numbered steps
 // are the Python docstring's. OpenCV's arithmetic where it decides pixels: cv2.remap's 1/32 px
 // map rounding and 15-bit weights, cv2.inpaint's Telea fast marching (modules/photo/src/inpaint.cpp),
-// GaussianBlur's kernel sizes and reflect-101 border. The mean face's arrays (floored depth,
+// GaussianBlur's kernel size and reflect-101 border. The mean face's arrays (floored depth,
 // normals, soft face mask) come from build.py (models/geometry.bin), the constants from
 // models/model.json, so nothing here is a second copy of a number in runtime/geometry.py.
 import { boxAffine, invertAffine } from './pose.js';
@@ -105,18 +105,17 @@ function remap(src, mx, my, offset, border, out = null, nch = src.channels) {
   return out;
 }
 
-// cv2.GaussianBlur(img, (0, 0), sigma) on a size x size image of `ch` channels, BORDER_REFLECT_101;
-// the kernel size OpenCV picks (3 sigma a side for uint8, 4 for float).
+// cv2.GaussianBlur(img, (0, 0), sigma) on a size x size float image of `ch` channels,
+// BORDER_REFLECT_101, with the kernel size OpenCV picks for float images (4 sigma a side).
 function gaussianBlur(img, size, ch, sigma) {
-  const u8 = img instanceof Uint8Array;
-  const ks = rint(sigma * (u8 ? 3 : 4) * 2 + 1) | 1, r = (ks - 1) >> 1;
+  const ks = rint(sigma * 4 * 2 + 1) | 1, r = (ks - 1) >> 1;
   const k = new Float64Array(ks);
   let sum = 0;
   for (let i = 0; i < ks; i++) { k[i] = Math.exp(-((i - r) ** 2) / (2 * sigma * sigma)); sum += k[i]; }
   for (let i = 0; i < ks; i++) k[i] /= sum;
   const m = 2 * (size - 1), refl = new Int32Array(size + 2 * r);
   for (let p = -r; p < size + r; p++) { const q = Math.abs(p) % m; refl[p + r] = q < size ? q : m - q; }
-  const n = size * size * ch, tmp = new Float64Array(n), out = u8 ? new Uint8Array(n) : new Float32Array(n);
+  const n = size * size * ch, tmp = new Float64Array(n), out = new Float32Array(n);
   for (let y = 0; y < size; y++) {
     const row = y * size;
     for (let x = 0; x < size; x++) {
@@ -132,7 +131,7 @@ function gaussianBlur(img, size, ch, sigma) {
       for (let c = 0; c < ch; c++) {
         let v = 0;
         for (let i = 0; i < ks; i++) v += k[i] * tmp[(refl[y + i] * size + x) * ch + c];
-        out[(y * size + x) * ch + c] = u8 ? Math.min(255, rint(v)) : v;
+        out[(y * size + x) * ch + c] = v;
       }
     }
   }
@@ -540,7 +539,6 @@ export class Geometry {
     const better0 = new Float32Array(n);
     for (let i = 0; i < n; i++) better0[i] = ramp(visB[i] - visA[i] - G.mirror_margin, 0.2);
     const better = gaussianBlur(better0, size, 1, size / 32);
-    const wa = new Float64Array(n), wb = new Float64Array(n), keep0 = new Float32Array(n);
     const out = new Uint8Array(n * 3), hole = new Uint8Array(n);
     let holes = 0;
     for (let i = 0; i < n; i++) {
@@ -549,26 +547,16 @@ export class Geometry {
       let a = (1 - gate * (1 - ra)) * (1 - gate * (1 - ia));
       const b = ib * ramp(visB[i] - G.vis_min, 0.1) * (1 - a * (1 - better[i] * gate));
       a *= 1 - b;
-      wa[i] = a; wb[i] = b;
       const lost = a + b < 0.05;
       for (let ch = 0; ch < 3; ch++) {
         const v = lost ? sa[3 * i + ch] : (sa[3 * i + ch] * a + sb[3 * i + ch] * b) / (a + b + 1e-6);
         out[3 * i + ch] = Math.floor(Math.min(255, Math.max(0, v)));
       }
       if (lost && mask[i] > 0.05) { hole[i] = 1; holes++; }
-      keep0[i] = Math.max(mask[i], 1 - gate * (1 - a / (a + b + 1e-6) * ra));
     }
+    // 6. holes inside the face (outside it, the warp of the photo stays sharp)
     if (holes) inpaintTelea(out, hole, size, Math.min(100, Math.max(1, rint(size / 32))));
-    // 6. outside the face: what the photo shows directly, blurred where it was not seen
-    const keep = gaussianBlur(keep0, size, 1, size / 64), surround = gaussianBlur(out, size, 3, size / 16);
-    const res = new Uint8Array(n * 3);
-    for (let i = 0; i < n; i++) {
-      for (let ch = 0; ch < 3; ch++) {
-        const v = f32(f32(out[3 * i + ch] * keep[i]) + f32(surround[3 * i + ch] * f32(1 - keep[i]))); // float32, as numpy
-        res[3 * i + ch] = Math.floor(Math.min(255, Math.max(0, v)));
-      }
-    }
-    return { rgb: res, yaw: yaw * 180 / Math.PI };
+    return { rgb: out, yaw: yaw * 180 / Math.PI };
   }
 }
 
