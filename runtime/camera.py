@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -273,18 +274,33 @@ def has_gui() -> bool:
     return "NONE" not in line
 
 
-def process_frame(frame_bgr: np.ndarray, tracker: FaceTracker, engine, fps: float, ms: dict):
-    """One frame of the loop: track/detect -> pose -> crop -> frontalize -> draw.
-    Returns (face or None, annotated BGR canvas); stage times go into ``ms``."""
+def track_frame(frame_bgr: np.ndarray, tracker: FaceTracker, ms: dict):
+    """The loop's first stage: (RGB frame, the face detected or tracked, or None)."""
     t = time.perf_counter()
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
     ms["convert"] = (time.perf_counter() - t) * 1e3
-    face = tracker.update(rgb, ms)
-    frontal = None
-    if face is not None:
-        t = time.perf_counter()
-        frontal = engine.frontalize(rgb, [face])[0]
-        ms["generator"] = (time.perf_counter() - t) * 1e3
+    return rgb, tracker.update(rgb, ms)
+
+
+def generate(engine, rgb: np.ndarray, face: Face | None, ms: dict) -> np.ndarray | None:
+    """The loop's second stage: the face's frontal view (None without a face)."""
+    if face is None:
+        return None
+    t = time.perf_counter()
+    frontal = engine.frontalize(rgb, [face])[0]
+    ms["generator"] = (time.perf_counter() - t) * 1e3
+    return frontal
+
+
+def process_frame(frame_bgr: np.ndarray, tracker: FaceTracker, engine, fps: float, ms: dict):
+    """One frame of the loop, all stages in turn: track/detect -> pose -> crop -> frontalize -> draw.
+    Returns (face or None, annotated BGR canvas); stage times go into ``ms``."""
+    rgb, face = track_frame(frame_bgr, tracker, ms)
+    return face, draw_result(frame_bgr, face, generate(engine, rgb, face, ms), engine, fps, ms)
+
+
+def draw_result(frame_bgr: np.ndarray, face: Face | None, frontal, engine, fps: float, ms: dict) -> np.ndarray:
+    """The annotated BGR canvas of a frame (input | frontal, FPS and stage times)."""
     t = time.perf_counter()
     stages = " ".join(f"{s[:4]} {v:.1f}" for s, v in ms.items() if s not in ("capture", "convert"))
     lines = [f"{fps:5.1f} FPS  {os.path.basename(engine.path)} [{engine.name}]", f"ms: {stages}"]
@@ -292,7 +308,7 @@ def process_frame(frame_bgr: np.ndarray, tracker: FaceTracker, engine, fps: floa
         lines.append(f"yaw {face.yaw:+.0f}  {face.detector}")
     canvas = draw_frame(frame_bgr, face, frontal, lines)
     ms["draw"] = (time.perf_counter() - t) * 1e3
-    return face, canvas
+    return canvas
 
 
 def frame_record(idx: int, face, ms: dict, fps: float) -> dict:
@@ -329,55 +345,81 @@ def run(args) -> int:
     snap_dir = args.out or "."
     times, n, snaps = deque(maxlen=30), 0, 0
     message, lost = "", ""
+    # Two stages on two threads: while the generator makes frame i's frontal (3DDFA_V2 + geometry:
+    # most of a frame's time; numpy, OpenCV and onnxruntime let go of the GIL), this thread reads,
+    # detects or tracks frame i+1, then draws and writes frame i. Frames stay in order.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="generator")
+    pending = None  # (index, frame, face, ms, engine, future of the frontal)
+
+    def finish(p) -> str:
+        """Draw, write or show a frame whose frontal is under way; a stop message, or ""."""
+        nonlocal n, snaps, k, engine
+        idx, frame, face, ms, eng, fut = p
+        frontal = fut.result()
+        times.append(time.perf_counter())
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+        canvas = draw_result(frame, face, frontal, eng, fps, ms)
+        n += 1
+        record = frame_record(idx, face, ms, fps)
+        if out is not None:
+            t = time.perf_counter()
+            try:
+                if n % FREE_CHECK_EVERY == 1:
+                    out.check_room()
+                out.write_frame(canvas)
+                record["ms"]["write"] = round((time.perf_counter() - t) * 1e3, 2)
+                out.write_record(record)
+            except OSError as e:
+                if not output_lost(e, args.out):
+                    raise
+                raise OutputLost(f"{args.out}: {lost_reason(e, args.out)}") from None
+            return ""
+        cv2.imshow("frontalize", canvas)
+        key = cv2.waitKey(1) & 0xFF
+        if key == ord("q"):
+            return f"quit after {n} frames"
+        if key == ord("s"):
+            path = os.path.join(snap_dir, f"snapshot_{snaps:04d}.png")
+            atomic_write_image(path, cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB))
+            snaps += 1
+            print(f"snapshot: {path}", file=sys.stderr)
+        if key == ord("m") and len(models) > 1:
+            k = (k + 1) % len(models)
+            engine = engine_at(k)
+            analyzer.crop_size = int(engine.meta.get("input_size", 128))
+        return ""
+
     try:
-        while args.max_frames is None or n < args.max_frames:
-            ms = {}
-            t0 = time.perf_counter()
-            got = source.read()
-            if got is None:
-                message = source.reason
+        started = 0
+        while True:
+            got = None
+            if args.max_frames is None or started < args.max_frames:
+                ms = {}
+                t0 = time.perf_counter()
+                got = source.read()
+                if got is None:
+                    message = source.reason
+                else:
+                    ms["capture"] = (time.perf_counter() - t0) * 1e3
+                    rgb, face = track_frame(got[1], tracker, ms)
+                    started += 1
+                    got = (got[0], got[1], face, ms, engine, pool.submit(generate, engine, rgb, face, ms))
+            else:
+                message = f"stopped after --max-frames {started}"
+            if pending is not None:
+                stop = finish(pending)
+                if stop:
+                    message = stop
+                    break
+            pending = got
+            if pending is None:
                 break
-            idx, frame = got
-            ms["capture"] = (time.perf_counter() - t0) * 1e3
-            times.append(time.perf_counter())
-            fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-            face, canvas = process_frame(frame, tracker, engine, fps, ms)
-            n += 1
-            record = frame_record(idx, face, ms, fps)
-            if out is not None:
-                t = time.perf_counter()
-                try:
-                    if n % FREE_CHECK_EVERY == 1:
-                        out.check_room()
-                    out.write_frame(canvas)
-                    record["ms"]["write"] = round((time.perf_counter() - t) * 1e3, 2)
-                    out.write_record(record)
-                except OSError as e:
-                    if not output_lost(e, args.out):
-                        raise
-                    raise OutputLost(f"{args.out}: {lost_reason(e, args.out)}") from None
-                continue
-            cv2.imshow("frontalize", canvas)
-            key = cv2.waitKey(1) & 0xFF
-            if key == ord("q"):
-                message = f"quit after {n} frames"
-                break
-            if key == ord("s"):
-                path = os.path.join(snap_dir, f"snapshot_{snaps:04d}.png")
-                atomic_write_image(path, cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB))
-                snaps += 1
-                print(f"snapshot: {path}", file=sys.stderr)
-            if key == ord("m") and len(models) > 1:
-                k = (k + 1) % len(models)
-                engine = engine_at(k)
-                analyzer.crop_size = int(engine.meta.get("input_size", 128))
-        else:
-            message = f"stopped after --max-frames {n}"
     except KeyboardInterrupt:
         message = f"interrupted after {n} frames"
     except OutputLost as e:
         lost = str(e)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         source.close()
         if out is not None:
             try:

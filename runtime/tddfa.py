@@ -9,7 +9,9 @@ where a network trained on studio poses and on CFP's frontal/profile extremes do
 
 Two passes, as 3DDFA_V2 runs it: the first from a square around the face (here the canonical
 eye-mouth square, enlarged and moved down to frame brow to chin), the second from the first pass's
-landmarks (a square of sqrt(2) x their larger extent, centred on their bounds).
+landmarks (a square of sqrt(2) x their larger extent, centred on their bounds). In a video the
+second pass can start from the previous frame's landmarks instead (``read(..., previous=...)``), as
+3DDFA_V2's own video demo does: one pass a frame.
 """
 from __future__ import annotations
 
@@ -72,19 +74,27 @@ class Tddfa:
         inv = cv2.invertAffineTransform(box_affine(*square, size=INPUT))
         return lm.T @ inv[:, :2].T + inv[:, 2]
 
-    def read(self, rgb: np.ndarray, canonical_squares: list[tuple]) -> list[HeadPose]:
+    @staticmethod
+    def square_of(pts: np.ndarray) -> tuple:
+        """The second pass's square from landmarks (68, 2): sqrt(2) x their larger extent, on their bounds."""
+        lo, hi = pts.min(0), pts.max(0)
+        c = (lo + hi) / 2
+        return float(c[0]), float(c[1]), float(math.sqrt(2) * (hi - lo).max()), 0.0
+
+    def read(self, rgb: np.ndarray, canonical_squares: list[tuple], previous: list | None = None) -> list[HeadPose]:
+        """``previous``: per square, the same face's landmarks in the previous video frame (or None):
+        where given, the first pass is skipped and the second starts from them."""
         if not canonical_squares:
             return []
+        previous = previous or [None] * len(canonical_squares)
         first = []
-        for cx, cy, side, angle in canonical_squares:
-            down = np.array([-math.sin(angle), math.cos(angle)]) * FIRST_SHIFT * side
-            first.append((cx + down[0], cy + down[1], side * FIRST_SCALE, angle))
-        _, lms = self._run(rgb, first)
-        second = []
-        for lm, sq in zip(lms, first):
-            pts = self._to_image(lm, sq)
-            lo, hi = pts.min(0), pts.max(0)
-            c = (lo + hi) / 2
-            second.append((float(c[0]), float(c[1]), float(math.sqrt(2) * (hi - lo).max()), 0.0))
+        for (cx, cy, side, angle), prev in zip(canonical_squares, previous):
+            if prev is None:
+                down = np.array([-math.sin(angle), math.cos(angle)]) * FIRST_SHIFT * side
+                first.append((cx + down[0], cy + down[1], side * FIRST_SCALE, angle))
+        lms = iter(self._run(rgb, first)[1] if first else [])
+        sq1 = iter(first)
+        second = [self.square_of(np.asarray(prev) if prev is not None else self._to_image(next(lms), next(sq1)))
+                  for prev in previous]
         params, lms = self._run(rgb, second)
         return [HeadPose(*angles(p), self._to_image(lm, sq), sq) for p, lm, sq in zip(params, lms, second)]

@@ -77,6 +77,39 @@ def test_headless_video_writes_annotated_video_and_frame_json(tiny, video, tmp_p
     assert track[:, 1].mean() < max(0.1, 1.5 * det[:, 1].mean())  # size as good as detecting
 
 
+def test_geometric_generator_reads_a_tracked_face_in_one_pass_like_two(video):
+    """In the camera loop the default generator starts 3DDFA_V2 from the previous frame's landmarks on
+    a tracked face (one network pass instead of two); its reading stays that of the two-pass one."""
+    from runtime.detect import FaceAnalyzer
+    from runtime.geometry import GeometryEngine
+
+    eng = GeometryEngine(threads=1)
+    tracker = camera.FaceTracker(FaceAnalyzer("fast", threads=1), 5)
+    runs, run = [], eng.tddfa._run
+    eng.tddfa._run = lambda rgb, squares: (runs.append(len(squares)), run(rgb, squares))[1]
+    cap = cv2.VideoCapture(video)
+    gaps, yaws, detectors = [], [], []
+    for _ in range(FRAMES):
+        ok, bgr = cap.read()
+        rgb, face = camera.track_frame(bgr, tracker, {})
+        del runs[:]
+        frontal = camera.generate(eng, rgb, face, {})
+        assert frontal.shape == (128, 128, 3)
+        detectors.append(face.detector)
+        if face.detector == "track":
+            assert runs == [1]  # one pass
+            two = eng.tddfa.read(rgb, [face.square])[0]
+            side = np.ptp(two.landmarks, axis=0).max()
+            gaps.append(np.linalg.norm(eng._last[0] - two.landmarks, axis=1).mean() / side)
+            yaws.append(abs(face.yaw - two.yaw))
+        else:
+            assert runs == [1, 1]  # a detection frame: both passes
+    assert detectors.count("track") == FRAMES - FRAMES // 5
+    # landmarks within 2 % of the face's size on average, yaw within 3 degrees
+    print(f"one pass vs two: landmarks {np.mean(gaps):.4f} of the face size, yaw max {max(yaws):.2f} deg")
+    assert np.mean(gaps) < 0.02 and max(yaws) < 3.0, (np.mean(gaps), max(yaws))
+
+
 def test_max_frames_stops_early(tiny, video, tmp_path, capsys):
     rc, err = run_camera(capsys, "--source", video, "--model", tiny["edge"]["tflite-fp32"], "--headless",
                          "--out", str(tmp_path), "--max-frames", "7", "--detect-every", "3")
