@@ -91,6 +91,7 @@ def test_geometric_generator_reads_a_tracked_face_in_one_pass_like_two(video):
     gaps, yaws, detectors = [], [], []
     for _ in range(FRAMES):
         ok, bgr = cap.read()
+        assert ok
         rgb, face = camera.track_frame(bgr, tracker, {})
         del runs[:]
         frontal = camera.generate(eng, rgb, face, {})
