@@ -6,7 +6,9 @@ prediction, with FPS and per-stage milliseconds. Keys (window mode): q quit, s s
 model (``--model`` may be given several times).
 
 Capture runs on its own thread keeping only the latest frame, so a slow model drops frames
-instead of piling them up. A video FILE in ``--headless`` mode is read in order, every frame
+instead of piling them up. The generator runs on a thread of its own too, one frame behind: while it
+makes frame i's frontal, the loop detects or tracks frame i+1 (frames stay in order; the shown
+frontal is one frame late). A video FILE in ``--headless`` mode is read in order, every frame
 (there is no real time to keep up with).
 
 Detection and pose: ``runtime.detect.FaceAnalyzer`` (``--detector``). Tracking between detections:
