@@ -20,7 +20,7 @@ const els = {
 };
 const scratch = { frame: document.createElement('canvas') };
 const STAGES = ['detect', 'track', 'pose', 'crop', 'generator', 'total'];
-const stats = { frames: 0, faces: 0, ms: Object.fromEntries(STAGES.map((s) => [s, []])) };
+const stats = { frames: 0, faces: 0, onePass: 0, ms: Object.fromEntries(STAGES.map((s) => [s, []])) };
 window.__stats = stats;
 const MAX_FACES = { photo: 4, camera: 1 };
 
@@ -86,9 +86,19 @@ async function load() {
 // The geometric generator (runtime.geometry.GeometryEngine): 3DDFA_V2 reads each face's 68 landmarks
 // and pose from its canonical square (its yaw is shown, as the CLI does; kept in f.tddfaYaw, f.yaw
 // stays the pose network's), and geometry.js turns the photo's pixels to frontal. -> N*s*s*3 RGB bytes.
+// A face tracked in the camera is read in one 3DDFA_V2 pass from the previous frame's landmarks,
+// moved and scaled with the tracker's square (runtime.geometry.GeometryEngine does the same).
+let lastPose = null; // { landmarks, square } of the previous camera frame's face
 async function runGeometry(img, faces) {
   const s = meta.input_size, out = new Uint8Array(faces.length * s * s * 3);
-  const poses = await readPose(ort, tddfa, img, faces.map((f) => f.square), meta.tddfa, crop);
+  let previous = null;
+  if (faces.length === 1 && faces[0].tracked && lastPose) {
+    const [px, py, pside] = lastPose.square, [cx, cy, side] = faces[0].square, k = side / pside;
+    previous = [lastPose.landmarks.map(([x, y]) => [(x - px) * k + cx, (y - py) * k + cy])];
+    stats.onePass++;
+  }
+  const poses = await readPose(ort, tddfa, img, faces.map((f) => f.square), meta.tddfa, crop, previous);
+  lastPose = faces.length === 1 ? { landmarks: poses[0].landmarks, square: faces[0].square } : null;
   faces.forEach((f, i) => {
     f.tddfaYaw = poses[i].yaw;
     out.set(geometry.frontalize(img, poses[i].landmarks, f.square, s).rgb, i * s * s * 3);
@@ -287,6 +297,7 @@ async function startCamera() {
 function stopCamera() {
   running = false;
   tracker.face = null;
+  lastPose = null;
   if (stream) stream.getTracks().forEach((t) => t.stop());
   stream = null;
   els.stop.disabled = true;

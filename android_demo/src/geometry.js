@@ -244,15 +244,12 @@ function inpaintTelea(img, hole, size, range) {
   const E = size + 2, N = E * E, NB = [-E, -1, E, 1]; // neighbours in OpenCV's order: up, left, down, right
   const mask = new Uint8Array(N), t = new Float32Array(N).fill(1e6);
   for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) if (hole[y * size + x]) mask[(y + 1) * E + x + 1] = INSIDE;
-  const dilate = (src, r, cross) => {
-    const out = new Uint8Array(N);
+  const cross = (src) => { // dilation by the 3x3 cross (cv2.dilate with CV_SHAPE_CROSS)
+    const out = Uint8Array.from(src);
     for (let y = 0; y < E; y++) {
       for (let x = 0; x < E; x++) {
-        let v = 0;
-        for (let dy = Math.max(-r, -y); dy <= Math.min(r, E - 1 - y); dy++) {
-          for (let dx = Math.max(-r, -x); dx <= Math.min(r, E - 1 - x); dx++) if (!(cross && dx && dy)) v = Math.max(v, src[(y + dy) * E + x + dx]);
-        }
-        out[y * E + x] = v;
+        const i = y * E + x;
+        out[i] = Math.max(src[i], x > 0 ? src[i - 1] : 0, x < E - 1 ? src[i + 1] : 0, y > 0 ? src[i - E] : 0, y < E - 1 ? src[i + E] : 0);
       }
     }
     return out;
@@ -268,13 +265,13 @@ function inpaintTelea(img, hole, size, range) {
     return f32(sol);
   };
   const dist = (p, fl) => Math.min(solveFM(p - E, p - 1, fl), solveFM(p + E, p - 1, fl), solveFM(p - E, p + 1, fl), solveFM(p + E, p + 1, fl));
-  const band = dilate(mask, 1, true);
+  const band = cross(mask);
   for (let i = 0; i < N; i++) band[i] -= mask[i];
   border0(band);
   const heap = new TimeQueue(N), outer = new TimeQueue(N);
   for (let i = 0; i < N; i++) if (band[i]) { heap.push(i, 0); outer.push(i, 0); t[i] = 0; }
   // times outside the hole, negated (fl: the ring within `range` is INSIDE for this march)
-  const fl = dilate(mask, range, false);
+  const fl = morph(mask, E, E, Math.max, range); // the (2 range + 1) square
   for (let i = 0; i < N; i++) fl[i] = Math.max(0, fl[i] - mask[i] - band[i]);
   border0(fl);
   for (let p; (p = outer.pop()) >= 0;) {
@@ -571,9 +568,18 @@ export function angles(p) {
   return [yaw, Math.atan2(r3[1] / c, r3[2] / c) * 180 / Math.PI, -Math.atan2(r2[0] / c, r1[0] / c) * 180 / Math.PI];
 }
 
-// Head pose and 68 landmarks for faces' canonical squares, in 3DDFA_V2's two passes.
+// The second pass's square from 68 landmarks: sqrt(2) x their larger extent, on their bounds.
+function squareOf(landmarks) {
+  const xs = landmarks.map((p) => p[0]), ys = landmarks.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  return [(x0 + x1) / 2, (y0 + y1) / 2, Math.SQRT2 * Math.max(x1 - x0, y1 - y0), 0];
+}
+
+// Head pose and 68 landmarks for faces' canonical squares, in 3DDFA_V2's two passes
+// (runtime.tddfa.Tddfa.read); `previous`: per square, the face's landmarks in the previous video
+// frame or null: where given, the first pass is skipped and the second starts from them.
 // crop(img, square, size, out, offset) is pose.js's runtime.pose.crop.
-export async function readPose(ort, session, img, squares, T, crop) {
+export async function readPose(ort, session, img, squares, T, crop, previous = null) {
   const s = T.input;
   const run = async (sqs) => {
     const x = new Uint8Array(sqs.length * s * s * 3);
@@ -587,11 +593,11 @@ export async function readPose(ort, session, img, squares, T, crop) {
       return { landmarks: pts, param: Array.from(param.subarray(i * kp, i * kp + 12)), square: sq, input: x.subarray(i * s * s * 3, (i + 1) * s * s * 3) };
     });
   };
-  const first = await run(squares.map(([cx, cy, side, a]) => [cx - Math.sin(a) * T.first_shift * side, cy + Math.cos(a) * T.first_shift * side, side * T.first_scale, a]));
-  const second = await run(first.map(({ landmarks }) => {
-    const xs = landmarks.map((p) => p[0]), ys = landmarks.map((p) => p[1]);
-    const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
-    return [(x0 + x1) / 2, (y0 + y1) / 2, Math.SQRT2 * Math.max(x1 - x0, y1 - y0), 0];
-  }));
-  return second.map((r, i) => { const [yaw, pitch, roll] = angles(r.param); return { ...r, yaw, pitch, roll, first: first[i] }; });
+  const prev = previous ?? squares.map(() => null);
+  const todo = squares.filter((_, i) => !prev[i]);
+  const first = todo.length ? await run(todo.map(([cx, cy, side, a]) => [cx - Math.sin(a) * T.first_shift * side, cy + Math.cos(a) * T.first_shift * side, side * T.first_scale, a])) : [];
+  let k = 0;
+  const firsts = prev.map((p) => (p ? null : first[k++]));
+  const second = await run(prev.map((p, i) => squareOf(p ?? firsts[i].landmarks)));
+  return second.map((r, i) => { const [yaw, pitch, roll] = angles(r.param); return { ...r, yaw, pitch, roll, first: firsts[i] }; });
 }

@@ -107,6 +107,9 @@ test('camera: the side face is found and tracked, a prediction shown, every stag
   console.log(`camera (640x480, ${backend}): ${stats.faces}/${stats.frames} frames with a face; median ms over ${stats.ms.total.length - 1} frames`,
     JSON.stringify(ms, (k, v) => (typeof v === 'number' ? +v.toFixed(1) : v)));
   assert.equal(await page.getAttribute('#result', 'data-face'), 'yes');
+  // tracked frames: 3DDFA_V2 in one pass from the previous frame's landmarks
+  console.log(`camera: ${stats.onePass} frames read by 3DDFA_V2 in one pass`);
+  assert.ok(stats.onePass >= stats.faces / 2, `only ${stats.onePass} of ${stats.faces} frames in one pass`);
   for (const s of ['detect', 'track', 'pose', 'crop', 'generator', 'total']) assert.match(await page.textContent(`#timings tr[data-stage="${s}"] td:nth-child(2)`), /^\d+\.\d$/);
   // The predicted frontal canvas holds an image (not a blank canvas).
   const spread = await page.evaluate(() => {
