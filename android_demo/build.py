@@ -158,6 +158,7 @@ def geometry_info(models_dir: str) -> dict:
     return {"model": "geometry", "input_size": 128, "crop_rule": CROP_RULE, "file": "geometry.bin", "offsets": offsets,
             "source": "runtime/geometry.py (runtime/assets/face_geometry.npz) + 3DDFA_V2 (runtime/assets/tddfa_mb05.onnx)",
             "shape68": gf.shape68.tolist(), "canon": g.CANON, "tps_smoothing": g.TPS_SMOOTHING, "dead_zone": g.DEAD_ZONE,
+            "dead_zone_fade": list(g.DEAD_ZONE_FADE),
             "iters": g.ITERS, "vis_min": g.VIS_MIN, "mirror_margin": g.MIRROR_MARGIN, "occlusion_eps": g.OCCLUSION_EPS,
             "gate_yaw": g.GATE_YAW, "gate_ramp": g.GATE_RAMP, "forehead": g.FOREHEAD, "field_lo": g.FIELD_LO,
             "field_step": g.FIELD_STEP, "field_n": g.FIELD_N,

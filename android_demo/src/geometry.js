@@ -423,7 +423,8 @@ export class Geometry {
     const camX = (P, i) => s * (P[i] * R[0][0] + P[i + 1] * R[0][1] + P[i + 2] * R[0][2]) + t[0];
     const camY = (P, i) => s * (P[i] * R[1][0] + P[i + 1] * R[1][1] + P[i + 2] * R[1][2]) + t[1];
     // 3. the frontal camera: R without its yaw, and a similarity keeping the eye and mouth midpoints
-    const turn = Math.sign(yaw) * Math.max(0, Math.abs(yaw) - G.dead_zone * Math.PI / 180);
+    const [lo, hi] = G.dead_zone_fade, dead = G.dead_zone * (1 - ramp(Math.abs(yaw) * 180 / Math.PI - lo, hi - lo));
+    const turn = Math.sign(yaw) * Math.max(0, Math.abs(yaw) - dead * Math.PI / 180);
     const c = Math.cos(turn), sn = Math.sin(turn);
     const A2 = [0, 1].map((r) => [R[r][0] * c + R[r][2] * sn, R[r][1], -R[r][0] * sn + R[r][2] * c]);
     const mean = (a, b) => [0, 1, 2].map((k) => Y68.slice(a, b).reduce((v, p) => v + p[k], 0) / (b - a));
