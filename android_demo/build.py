@@ -227,15 +227,15 @@ def build(out: str, model: str = GEOMETRY, pose: str | None = None) -> dict:
             raise ModelError(f"onnxruntime-web is not installed: run `npm ci` in {HERE}")
     dinfo, variants = detector_info()
     blaze = {v: blazeface_onnx(v) for v in variants}
-    gen, meta, source = None, {}, "runtime/geometry.py"
+    gen = None  # the geometric generator: no model file
     if model != GEOMETRY:
         gen, source = generator_onnx(model)
         meta = read_meta(gen)
-    if gen is not None and meta.get("model") == "cvae":
-        raise ModelError(f"{gen}: the demo does not run the cvae (one-hot yaw input)")
-    if gen is not None and meta.get("crop_rule") != CROP_RULE:
-        raise ModelError(f"{gen}: trained on '{meta.get('crop_rule')}' crops; the demo frames faces '{CROP_RULE}' "
-                         "(runtime.pose), like the Python runtime")
+        if meta.get("model") == "cvae":
+            raise ModelError(f"{gen}: the demo does not run the cvae (one-hot yaw input)")
+        if meta.get("crop_rule") != CROP_RULE:
+            raise ModelError(f"{gen}: trained on '{meta.get('crop_rule')}' crops; the demo frames faces '{CROP_RULE}' "
+                             "(runtime.pose), like the Python runtime")
     pose = pose or POSENET
     if not os.path.exists(pose):
         raise ModelError(f"{pose}: pose network missing (runtime/assets/posenet.onnx, or --pose)")
@@ -284,7 +284,7 @@ def build(out: str, model: str = GEOMETRY, pose: str | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
-    print(f"built {out}: {len(files) + 1} files, {size / 1e6:.1f} MB, version {version}; generator: {source}")
+    print(f"built {out}: {len(files) + 1} files, {size / 1e6:.1f} MB, version {version}; generator: {info['generator']['source']}")
     return info
 
 

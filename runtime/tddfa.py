@@ -75,6 +75,13 @@ class Tddfa:
         return lm.T @ inv[:, :2].T + inv[:, 2]
 
     @staticmethod
+    def first_square(canonical_square) -> tuple:
+        """The first pass's square from a face's canonical one: enlarged and moved down to frame brow to chin."""
+        cx, cy, side, angle = canonical_square
+        return (cx - math.sin(angle) * FIRST_SHIFT * side, cy + math.cos(angle) * FIRST_SHIFT * side,
+                side * FIRST_SCALE, angle)
+
+    @staticmethod
     def square_of(pts: np.ndarray) -> tuple:
         """The second pass's square from landmarks (68, 2): sqrt(2) x their larger extent, on their bounds."""
         lo, hi = pts.min(0), pts.max(0)
@@ -87,11 +94,7 @@ class Tddfa:
         if not canonical_squares:
             return []
         previous = previous or [None] * len(canonical_squares)
-        first = []
-        for (cx, cy, side, angle), prev in zip(canonical_squares, previous):
-            if prev is None:
-                down = np.array([-math.sin(angle), math.cos(angle)]) * FIRST_SHIFT * side
-                first.append((cx + down[0], cy + down[1], side * FIRST_SCALE, angle))
+        first = [self.first_square(sq) for sq, prev in zip(canonical_squares, previous) if prev is None]
         lms = iter(self._run(rgb, first)[1] if first else [])
         sq1 = iter(first)
         second = [self.square_of(np.asarray(prev) if prev is not None else self._to_image(next(lms), next(sq1)))

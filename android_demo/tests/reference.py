@@ -44,7 +44,7 @@ from runtime.detectors import PRESETS, CandidateDetector  # noqa: E402
 from runtime.geometry import GeometryEngine  # noqa: E402
 from runtime.image_io import load_image  # noqa: E402
 from runtime.pose import INPUT as POSE_INPUT, REFINE_SCALE, crop, det_square  # noqa: E402
-from runtime.tddfa import FIRST_SCALE, FIRST_SHIFT, INPUT as TDDFA_INPUT, Tddfa  # noqa: E402
+from runtime.tddfa import INPUT as TDDFA_INPUT, Tddfa  # noqa: E402
 
 SAMPLE = "profile_woman.jpg"
 # whole-pipeline comparison; the hard hat (one sure BlazeFace pass) and the astronaut test the rules
@@ -120,8 +120,7 @@ def main():
     ref["crop"] = {"square": list(face.square), "size": int(face.crop.shape[0]), "pixels": b64(face.crop), "yaw": face.yaw}
 
     # 3DDFA_V2's two passes from that canonical square (Tddfa.read), and the geometry on its landmarks.
-    cx, cy, side, angle = face.square
-    sq1 = (cx - np.sin(angle) * FIRST_SHIFT * side, cy + np.cos(angle) * FIRST_SHIFT * side, side * FIRST_SCALE, angle)
+    sq1 = geo.tddfa.first_square(face.square)
     first_in = crop(rgb, sq1, TDDFA_INPUT)
     _, lm1 = geo.tddfa._run(rgb, [sq1])
     pose = geo.tddfa.read(rgb, [face.square])[0]
