@@ -74,13 +74,14 @@ def render(data: dict) -> tuple[str, dict]:
     if pipes:
         lines += ["Camera pipeline, per frame, 640x480 video with one face. `pipeline-*`: `runtime.camera.process_frame` "
                   "+ mp4v write, one frame per round, all on one thread. `camera-loop-*`: `python -m runtime.camera "
-                  "--headless` on the whole video (decode and encode on their own threads, as shipped), time per "
-                  "frame = round / frames.", "",
-                  "| case | detect every | median ms | mean ms | FPS (1000/mean) | CPU ms/frame | face found |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "--headless --loop` for 600 frames (decode, generator and output on threads of their own, as "
+                  "shipped), time per frame = round / frames, start-up included; sustained FPS: the loop's rate "
+                  "past start-up (frames 30-600, median of the rounds).", "",
+                  "| case | detect every | median ms | mean ms | FPS (1000/mean) | sustained FPS | CPU ms/frame | face found |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted(pipes, key=lambda r: r["mean_ms"]):
             lines.append(f"| {r['case']} | {r.get('detect_every')} | {r['median_ms']:.1f} | {r['mean_ms']:.1f} | "
-                         f"{1000 / r['mean_ms']:.1f} | {_f(r.get('cpu_ms_per_frame'))} | "
+                         f"{1000 / r['mean_ms']:.1f} | {_f(r.get('sustained_fps'))} | {_f(r.get('cpu_ms_per_frame'))} | "
                          f"{r.get('faces', 0)}/{r.get('frames', 0)} |")
         lines.append("")
         for r in pipes:
@@ -102,13 +103,15 @@ def render(data: dict) -> tuple[str, dict]:
     if best_pipe:
         fps = 1000 / best_pipe["mean_ms"]
         checks["fps"] = fps >= FPS_BAR
-        lines.append(f"- Bar: headless camera pipeline (`{best_pipe['case']}`): **{fps:.1f} FPS** sustained "
+        lines.append(f"- Bar: headless camera pipeline (`{best_pipe['case']}`): **{fps:.1f} FPS** with start-up "
                      f"(needs >= {FPS_BAR:.0f}): **{'PASS' if checks['fps'] else 'FAIL'}**")
     geo = next((r for r in pipes if r["case"] == "camera-loop-geometry"), None)
     if geo:  # the default generator since issue 22's geometric stage: reported, not a pass/fail bar here
         tfl = next((r for r in pipes if r["case"] == "camera-loop-tflite-fp32"), None)
-        lines.append(f"- Default (geometric) generator in the headless camera loop: **{1000 / geo['mean_ms']:.1f} FPS**"
-                     + (f", {geo['mean_ms'] / tfl['mean_ms']:.2f}x the learned TFLite generator's time per frame"
+        fps = geo.get("sustained_fps") or 1000 / geo["mean_ms"]
+        lines.append(f"- Default (geometric) generator in the headless camera loop: **{fps:.1f} FPS** sustained"
+                     + (f" ({1000 / geo['mean_ms']:.1f} with start-up)" if geo.get("sustained_fps") else "")
+                     + (f"; the learned TFLite generator's loop: {tfl.get('sustained_fps') or 1000 / tfl['mean_ms']:.1f}"
                         if tfl else "") + " (issue 22 asks for >= 100 FPS)")
     lines += ["", "![bench](bench.png)", ""]
     return "\n".join(lines), checks

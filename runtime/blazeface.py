@@ -24,6 +24,7 @@ import numpy as np
 from .errors import ModelError
 
 INPUT = 128  # the short-range model's input side
+UNIT_RANGE = np.arange(256, dtype=np.float32) / 127.5 - 1.0  # the models' input scaling, as a lookup table
 
 # variant -> (file in runtime/assets, input side, ((stride, anchors per cell), ...))
 VARIANTS = {
@@ -95,10 +96,9 @@ class BlazeFace:
         """RGB uint8 image -> [(box [x0,y0,x1,y1] in pixels, score)], best first."""
         h, w = rgb.shape[:2]
         side = max(h, w)  # letterbox to a square so the face keeps its aspect
-        pad = np.zeros((side, side, 3), np.uint8)
-        pad[:h, :w] = rgb
+        pad = cv2.copyMakeBorder(rgb, 0, side - h, 0, side - w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         x = cv2.resize(pad, (self.size, self.size), interpolation=cv2.INTER_AREA if side > self.size else cv2.INTER_LINEAR)
-        x = (x.astype(np.float32) / 127.5 - 1.0)[None]
+        x = cv2.LUT(x, UNIT_RANGE)[None]  # uint8 -> [-1, 1]
         self.interp.set_tensor(self.inp, x)
         self.interp.invoke()
         raw = self.interp.get_tensor(self.out_boxes)[0]

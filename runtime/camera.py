@@ -8,7 +8,7 @@ model (``--model`` may be given several times).
 Capture runs on its own thread keeping only the latest frame, so a slow model drops frames
 instead of piling them up. The generator runs on a thread of its own too, one frame behind: while it
 makes frame i's frontal, the loop detects or tracks frame i+1 (frames stay in order; the shown
-frontal is one frame late). A video FILE in ``--headless`` mode is read in order, every frame
+frontal is one frame late). Headless, a third thread draws, encodes and logs each finished frame. A video FILE in ``--headless`` mode is read in order, every frame
 (there is no real time to keep up with).
 
 Detection and pose: ``runtime.detect.FaceAnalyzer`` (``--detector``). Tracking between detections:
@@ -21,9 +21,9 @@ and a detection every N frames also resets any slow drift.
 index (a SIGKILL, a power cut) has no decodable frame, a cut Matroska file decodes up to its
 last cluster. SIGTERM is handled like Ctrl-C (the video is closed and renamed); a
 ``camera.part.mkv`` left by a SIGKILL is kept as ``camera.killed.mkv`` by the next run. Also
-``DIR/frames.jsonl`` (one JSON line per processed frame: frame index,
-box, yaw, detector or "track", ms per stage, fps; "write" is the hand-off to the encoder thread,
-which only takes long when the encoder falls behind) and snapshots. Exit code: 0 when the loop
+``DIR/frames.jsonl`` (one JSON line per processed frame: frame index, ``t`` (seconds since the
+loop started, when the frame's frontal was ready), box, yaw, detector or "track", ms per stage, fps;
+"draw" and "write" run on the output thread: drawing, and the video encoder taking the frame) and snapshots. Exit code: 0 when the loop
 ran and ended (end of video, camera gone, q, --max-frames), 1 when the source gave no frame
 at all, 2 for a model or argument error, 4 when the output was lost: OUT's free space fell under
 ``MIN_FREE_BYTES`` (checked every ``FREE_CHECK_EVERY`` frames; OpenCV's video writer does not report
@@ -201,11 +201,16 @@ def draw_frame(frame_bgr: np.ndarray, face: Face | None, frontal_rgb: np.ndarray
     out = side_by_side([img, right], h)
     for i, s in enumerate(lines):
         y = 22 + 20 * i
-        cv2.putText(out, s, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
+        # the dark outline without anti-aliasing: a quarter of the time, hidden under the white text
+        cv2.putText(out, s, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_8)
         cv2.putText(out, s, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
+# Frames the tracking stage may run ahead of the generator when the generator is the slower: enough to
+# absorb a detection frame (~14 ms, every --detect-every frames) without leaving the generator's core
+# idle (headless camera loop on 2 cores: 94 FPS with 1, 104 with 2, 112 with 4).
+AHEAD = 4
 MIN_FREE_BYTES = 16 * 2**20  # room kept to close the video and the JSON lines
 FREE_CHECK_EVERY = 10  # frames between free-space checks (statvfs: microseconds)
 
@@ -227,28 +232,49 @@ class Outputs:
         self.writer = None
         self.jsonl = open(os.path.join(out_dir, "frames.jsonl"), "w", buffering=1)
         self.frames = self.records = 0
-        # mp4v encoding runs on its own thread (OpenCV releases the GIL), overlapping the next
-        # frame's work; the bounded queue applies back-pressure instead of growing.
+        self.error: BaseException | None = None  # what stopped the output thread, raised on the loop's thread
+        self._raised = False
+        # Drawing, mp4v encoding and the JSON line run on their own thread (OpenCV releases the GIL),
+        # overlapping the next frames' work; the bounded queue applies back-pressure instead of growing.
         self._queue: queue.Queue = queue.Queue(maxsize=4)
-        self._thread = threading.Thread(target=self._encode, name="encode", daemon=True)
+        self._thread = threading.Thread(target=self._work, name="output", daemon=True)
+        self._thread.start()
 
-    def _encode(self):
-        while (canvas := self._queue.get()) is not None:
-            self.writer.write(canvas)
+    def _work(self):
+        while (job := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._write(*job)
+                except BaseException as e:  # noqa: BLE001 (handed to the loop's thread; later jobs are dropped)
+                    self.error = e
 
-    def write_frame(self, canvas_bgr: np.ndarray):
+    def _write(self, draw, record: dict):
+        t = time.perf_counter()
+        canvas = draw()
+        record["ms"]["draw"] = round((time.perf_counter() - t) * 1e3, 2)
         if self.writer is None:
-            h, w = canvas_bgr.shape[:2]
+            h, w = canvas.shape[:2]
             self.writer = cv2.VideoWriter(self.part_path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self.writer.isOpened():
                 raise FrontalizeError(f"{self.part_path}: cannot open video writer (mp4v)")
-            self._thread.start()
-        self._queue.put(canvas_bgr)
+        t = time.perf_counter()
+        self.writer.write(canvas)
         self.frames += 1
-
-    def write_record(self, record: dict):
+        record["ms"]["write"] = round((time.perf_counter() - t) * 1e3, 2)
         self.jsonl.write(json.dumps(record) + "\n")
         self.records += 1
+
+    def put(self, draw, record: dict):
+        """Queue a frame: ``draw()`` makes its canvas on the output thread, then it is encoded and
+        ``record`` (the frame's JSON line; its "ms" gets "draw" and "write") is written."""
+        self.raise_error()
+        self._queue.put((draw, record))
+
+    def raise_error(self):
+        """The output thread's error, once (at the next frame, else at close)."""
+        if self.error is not None and not self._raised:
+            self._raised = True
+            raise self.error
 
     def check_room(self) -> None:
         """OutputLost when OUT is gone or its free space is under MIN_FREE_BYTES."""
@@ -262,12 +288,13 @@ class Outputs:
         raise OutputLost(f"{self.dir}: {why}")
 
     def close(self):
+        self._queue.put(None)
+        self._thread.join()
         self.jsonl.close()
         if self.writer is not None:
-            self._queue.put(None)
-            self._thread.join()
             self.writer.release()
             os.replace(self.part_path, self.video_path)
+        self.raise_error()
 
 
 def has_gui() -> bool:
@@ -347,11 +374,17 @@ def run(args) -> int:
     snap_dir = args.out or "."
     times, n, snaps = deque(maxlen=30), 0, 0
     message, lost = "", ""
-    # Two stages on two threads: while the generator makes frame i's frontal (3DDFA_V2 + geometry:
-    # most of a frame's time; numpy, OpenCV and onnxruntime let go of the GIL), this thread reads,
-    # detects or tracks frame i+1, then draws and writes frame i. Frames stay in order.
+    # Stages on threads: while the generator makes frame i's frontal (3DDFA_V2 + geometry: numpy,
+    # OpenCV and onnxruntime let go of the GIL), this thread reads and detects or tracks the next
+    # frames, up to AHEAD of it, then hands frame i to the output thread (headless) or shows it.
+    # Frames stay in order.
     pool = ThreadPoolExecutor(1, thread_name_prefix="generator")
-    pending = None  # (index, frame, face, ms, engine, future of the frontal)
+    pending: deque = deque()  # (index, frame, face, ms, engine, future of the frontal), oldest first
+
+    def raise_lost(e: OSError):
+        if not output_lost(e, args.out):
+            raise e
+        raise OutputLost(f"{args.out}: {lost_reason(e, args.out)}") from None
 
     def finish(p) -> str:
         """Draw, write or show a frame whose frontal is under way; a stop message, or ""."""
@@ -360,22 +393,18 @@ def run(args) -> int:
         frontal = fut.result()
         times.append(time.perf_counter())
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-        canvas = draw_result(frame, face, frontal, eng, fps, ms)
         n += 1
-        record = frame_record(idx, face, ms, fps)
         if out is not None:
-            t = time.perf_counter()
+            record = frame_record(idx, face, ms, fps)
+            record["t"] = round(times[-1] - t_start, 4)
             try:
                 if n % FREE_CHECK_EVERY == 1:
                     out.check_room()
-                out.write_frame(canvas)
-                record["ms"]["write"] = round((time.perf_counter() - t) * 1e3, 2)
-                out.write_record(record)
+                out.put(lambda: draw_result(frame, face, frontal, eng, fps, ms), record)
             except OSError as e:
-                if not output_lost(e, args.out):
-                    raise
-                raise OutputLost(f"{args.out}: {lost_reason(e, args.out)}") from None
+                raise_lost(e)
             return ""
+        canvas = draw_result(frame, face, frontal, eng, fps, ms)
         cv2.imshow("frontalize", canvas)
         key = cv2.waitKey(1) & 0xFF
         if key == ord("q"):
@@ -391,30 +420,35 @@ def run(args) -> int:
             analyzer.crop_size = int(engine.meta.get("input_size", 128))
         return ""
 
+    t_start = time.perf_counter()
     try:
-        started = 0
+        started, ended, stop = 0, False, ""
         while True:
-            got = None
-            if args.max_frames is None or started < args.max_frames:
+            if ended:
+                pass
+            elif args.max_frames is not None and started >= args.max_frames:
+                message, ended = f"stopped after --max-frames {started}", True
+            else:
                 ms = {}
                 t0 = time.perf_counter()
                 got = source.read()
                 if got is None:
-                    message = source.reason
+                    message, ended = source.reason, True
                 else:
                     ms["capture"] = (time.perf_counter() - t0) * 1e3
                     rgb, face = track_frame(got[1], tracker, ms)
                     started += 1
-                    got = (got[0], got[1], face, ms, engine, pool.submit(generate, engine, rgb, face, ms))
-            else:
-                message = f"stopped after --max-frames {started}"
-            if pending is not None:
-                stop = finish(pending)
+                    pending.append((got[0], got[1], face, ms, engine, pool.submit(generate, engine, rgb, face, ms)))
+            if not pending:
+                break
+            # hand on every finished frame (a live camera shows each frontal as soon as it is made);
+            # wait for the oldest only when the tracking stage is AHEAD frames ahead, or at the end
+            while pending and (ended or len(pending) > AHEAD or pending[0][5].done()):
+                stop = finish(pending.popleft())
                 if stop:
-                    message = stop
                     break
-            pending = got
-            if pending is None:
+            if stop:
+                message = stop
                 break
     except KeyboardInterrupt:
         message = f"interrupted after {n} frames"
@@ -426,7 +460,7 @@ def run(args) -> int:
         if out is not None:
             try:
                 out.close()
-            except OSError as e:  # the last JSON line or the rename did not fit
+            except OSError as e:  # a frame, the last JSON line or the rename did not fit
                 lost = lost or f"{args.out}: {lost_reason(e, args.out)}"
         if not args.headless:
             cv2.destroyAllWindows()

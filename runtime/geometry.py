@@ -99,8 +99,10 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def remap(img: np.ndarray, xy: np.ndarray, offset: float = 0.0, **kw) -> np.ndarray:
-    x, y = (xy[..., 0] - offset).astype(np.float32), (xy[..., 1] - offset).astype(np.float32)
-    return cv2.remap(img, x, y, cv2.INTER_LINEAR, **kw)
+    """``img`` sampled (bilinear) at positions ``xy`` (..., 2) - ``offset``."""
+    m = np.asarray(xy, np.float32)
+    m = np.ascontiguousarray(m - np.float32(offset) if offset else m)
+    return cv2.remap(img, m[:, None] if m.ndim == 2 else m, None, cv2.INTER_LINEAR, **kw)
 
 
 @dataclass
@@ -137,6 +139,19 @@ class GeometricFrontalizer:
         self.normals = np.stack([-gx, -gy, np.ones_like(gx)], -1)
         self.normals /= np.linalg.norm(self.normals, axis=-1, keepdims=True)
         self._masks: dict[int, np.ndarray] = {}
+        # Per-face work that does not depend on the face, done once: the spline's solve over the mean
+        # face's 68 points and its evaluation on the lattice (field = tps_lattice @ residuals), and the
+        # mean surface on the z-buffer's grid (model units 0..127).
+        self.affine_pinv = np.linalg.pinv(np.c_[self.shape68, np.ones(len(self.shape68))])  # the camera's least squares
+        X2 = self.shape68[:, :2]
+        gf = FIELD_LO + FIELD_STEP * np.arange(FIELD_N)
+        lattice = np.stack(np.meshgrid(gf, gf), -1).reshape(-1, 2)
+        self.tps_lattice = tps_eval(X2, tps_fit(X2, np.eye(len(X2))), lattice)  # (FIELD_N^2, 68)
+        g = np.arange(CANON, dtype=np.float32)
+        self.grid = np.stack(np.meshgrid(g, g), -1)
+        self.grid_depth = remap(self.depth, self.grid, 0.5, borderMode=cv2.BORDER_REPLICATE)
+        self.grid_field_map = cv2.convertMaps(*((self.grid - FIELD_LO) / FIELD_STEP).transpose(2, 0, 1), cv2.CV_16SC2)
+        self._pixels: dict[int, np.ndarray] = {}
 
     def face_mask(self, size: int = CANON) -> np.ndarray:
         """Soft (size, size) mask of the mean face in model coordinates: jaw contour + lifted brows."""
@@ -164,26 +179,28 @@ class GeometricFrontalizer:
         return cv2.erode(m, np.ones((3, 3), np.uint8), iterations=max(1, int(side / 100))), lo
 
     def surface(self, xy: np.ndarray, field: np.ndarray) -> np.ndarray:
-        """3D points (..., 3) of this face's surface over model positions ``xy`` (..., 2)."""
-        z = remap(self.depth, xy, 0.5, borderMode=cv2.BORDER_REPLICATE)
-        d = remap(field, (xy - FIELD_LO) / FIELD_STEP, borderMode=cv2.BORDER_REPLICATE)
-        return np.concatenate([xy, z[..., None]], -1) + d
+        """3D points (..., 3) float32 of this face's surface over model positions ``xy`` (..., 2)."""
+        xy = np.asarray(xy, np.float32)
+        y = remap(field, (xy - FIELD_LO) * (1 / FIELD_STEP), borderMode=cv2.BORDER_REPLICATE)
+        y[..., 0] += xy[..., 0]  # channel by channel: numpy is ~10x slower on a (..., 2) slice
+        y[..., 1] += xy[..., 1]
+        y[..., 2] += remap(self.depth, xy, 0.5, borderMode=cv2.BORDER_REPLICATE)
+        return y
 
     def fit(self, points: np.ndarray) -> FaceFit:
         """The camera and this face's shape from its 68 landmarks ``points`` (68, 2) in any pixel frame."""
         X = self.shape68
         L = np.asarray(points, np.float64)
         # 1. scaled-orthographic camera, fitted affine then made a scaled rotation
-        P = np.linalg.lstsq(np.c_[X, np.ones(68)], L, rcond=None)[0].T
+        P = (self.affine_pinv @ L).T
         u, sv, vt = np.linalg.svd(P[:, :3], full_matrices=False)
         s, R2 = sv.mean(), u @ vt
         t = (L - s * X @ R2.T).mean(0)
-        R = np.r_[R2, np.cross(R2[0], R2[1])[None]]  # row 2: the view direction in model coordinates
+        (a0, a1, a2), (b0, b1, b2) = R2
+        R = np.r_[R2, [[a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0]]]  # row 2: the view direction
         # 2. this face's shape: residuals back along the image plane, spread by a thin-plate spline
         d68 = (L - (s * X @ R2.T + t)) @ R2 / s
-        gf = FIELD_LO + FIELD_STEP * np.arange(FIELD_N)
-        lattice = np.stack(np.meshgrid(gf, gf), -1).reshape(-1, 2)
-        field = tps_eval(X[:, :2], tps_fit(X[:, :2], d68), lattice).reshape(FIELD_N, FIELD_N, 3).astype(np.float32)
+        field = (self.tps_lattice @ d68).reshape(FIELD_N, FIELD_N, 3).astype(np.float32)
         v = R[2]
         return FaceFit(s, R, t, X + d68, field, math.atan2(-v[0], v[2]))
 
@@ -215,67 +232,75 @@ class GeometricFrontalizer:
 
         # 4. the surface point under each output pixel: fixed-point inverse of the frontal camera
         # frontal(Y) = Y F^T + f0, so xy <- xy + (q - frontal(Y)) L^T with L = (F[:, :2])^-1 is
-        # xy + qf - Y K^T with qf = (q - f0) L^T and K = L F
-        g = np.arange(size, dtype=np.float64)  # OpenCV pixel centres, as crop() samples them
+        # xy + qf - Y K^T with qf = (q - f0) L^T and K = L F (float32 from here: 128 px maps)
         F = S[:, :2] @ (s * A2)
         lin_inv = np.linalg.inv(F[:, :2])
-        qf = (np.stack(np.meshgrid(g, g), -1) - frontal(np.zeros(3))) @ lin_inv.T
-        K = lin_inv @ F
+        qf = ((self.pixels(size) - frontal(np.zeros(3))) @ lin_inv.T).astype(np.float32)
+        K = (lin_inv @ F).T.astype(np.float32)
         xy = qf
         for _ in range(ITERS):
-            xy = xy + qf - surface(xy) @ K.T
+            xy = xy + qf - surface(xy) @ K
         twin = np.stack([CANON - xy[..., 0], xy[..., 1]], -1)
         ya, yb = surface(xy), surface(twin)
-        pa, pb = cam(ya), cam(yb)  # output-frame positions in the photo's crop
+
+        # each surface point -> (its z-buffer cell, its position in the photo, its depth along the view):
+        # one affine map from model coordinates
+        inv = cv2.invertAffineTransform(crop_aff)
+        cam_crop = np.c_[s * R2, t]
+        cam_img = inv @ np.r_[cam_crop, [[0, 0, 0, 1]]]
+        M = np.r_[cam_crop * (CANON / size), cam_img, np.r_[R[2], 0][None]]  # (5, 4)
+        Mt, Mb = M[:, :3].T.astype(np.float32), M[:, 3].astype(np.float32)
+        ta, tb = cv2.split(ya @ Mt + Mb), cv2.split(yb @ Mt + Mb)  # planes: zx, zy, px, py, z
 
         # visibility: the mean surface's normal . view direction, and a z-buffer for occlusion
-        grid = np.stack(np.meshgrid(np.arange(0, CANON, 1.0), np.arange(0, CANON, 1.0)), -1)
-        yg = surface(grid).reshape(-1, 3)
-        pg, zg = cam(yg) * (CANON / size), yg @ R[2]
+        tg = (self.grid_surface(fit.field) @ Mt[:, [0, 1, 4]] + Mb[[0, 1, 4]]).reshape(-1, 3)
         zbuf = np.full(CANON * CANON, -1e9, np.float32)
-        ij = np.round(pg).astype(int)
-        ok = np.all((ij >= 0) & (ij < CANON), axis=1)
+        ij = np.rint(tg[:, :2]).astype(np.int32)
+        ok = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < CANON) & (ij[:, 1] < CANON)
         # flat indices and float32 values: numpy's fast path of ufunc.at (40x the 2-D, float64 one)
-        np.maximum.at(zbuf, ij[ok, 1] * CANON + ij[ok, 0], zg[ok].astype(np.float32))
+        np.maximum.at(zbuf, ij[ok, 1] * CANON + ij[ok, 0], tg[ok, 2])
         zbuf = zbuf.reshape(CANON, CANON)
         zbuf = cv2.erode(cv2.dilate(zbuf, np.ones((3, 3), np.uint8)), np.ones((3, 3), np.uint8))  # close gaps
+        facing = (self.normals @ R[2]).astype(np.float32)
 
-        def seen(xy_, y_, p_):
-            vis = remap(self.normals, xy_, 0.5, borderMode=cv2.BORDER_REPLICATE) @ R[2]
-            front = cv2.remap(zbuf, *(p_ * (CANON / size)).astype(np.float32).transpose(2, 0, 1), cv2.INTER_NEAREST,
-                              borderValue=-1e9)
-            return np.where(y_ @ R[2] > front - OCCLUSION_EPS, vis, -1.0)
+        def seen(xy_, t_):
+            vis = remap(facing, xy_, 0.5, borderMode=cv2.BORDER_REPLICATE)
+            front = cv2.remap(zbuf, t_[0], t_[1], cv2.INTER_NEAREST, borderValue=-1e9)
+            return np.where(t_[4] > front - OCCLUSION_EPS, vis, np.float32(-1.0))
 
-        vis_a, vis_b = seen(xy, ya, pa), seen(twin, yb, pb)
+        vis_a, vis_b = seen(xy, ta), seen(twin, tb)
 
         # 5. samples from the photo at its own resolution (the crop's shrink rule), and the face region
-        inv = cv2.invertAffineTransform(crop_aff)
-        pa, pb = apply(inv, pa), apply(inv, pb)
+        pa, pb = ta[2:4], tb[2:4]  # (x, y) planes in the photo
         src, f = rgb, 1.0
         k = int(square[2] / (size * 1.5))
         if k >= 2:  # shrink first so a large face is averaged, not aliased
             src = cv2.resize(rgb, (max(1, rgb.shape[1] // k), max(1, rgb.shape[0] // k)), interpolation=cv2.INTER_AREA)
             f = src.shape[1] / rgb.shape[1]
-        sa = remap(src, pa * f, borderMode=self.border).astype(np.float32)
-        sb = remap(src, pb * f, borderMode=self.border).astype(np.float32)
-        cam_img = inv @ np.r_[np.c_[s * R2, t[:, None]], [[0, 0, 0, 1]]]
+
+        def sample(p):
+            x, y = (p[0] * f, p[1] * f) if k >= 2 else p
+            return cv2.remap(src, x, y, cv2.INTER_LINEAR, borderMode=self.border).astype(np.float32)
+
+        sa, sb = sample(pa), sample(pb)
         region, lo = self.face_region(np.asarray(landmarks, np.float64), cam_img)
+        region, lo = region.astype(np.float32), lo.astype(np.float32)
         h, wd = rgb.shape[:2]
 
         def inside(p):
-            in_img = (p[..., 0] >= 0) & (p[..., 1] >= 0) & (p[..., 0] <= wd) & (p[..., 1] <= h)
-            return in_img * remap(region.astype(np.float32), p - lo, borderValue=0)
+            in_img = (p[0] >= 0) & (p[1] >= 0) & (p[0] <= wd) & (p[1] <= h)
+            return in_img * cv2.remap(region, p[0] - lo[0], p[1] - lo[1], cv2.INTER_LINEAR, borderValue=0)
 
         mask = remap(self.face_mask(), xy, 0.5, borderValue=0)
         if info is not None:
             info.update(landmarks68=frontal(Y68), face_mask=mask)
-        ia = np.where(mask > 0.05, inside(pa), 1.0)
-        ib = np.where(mask > 0.05, inside(pb), 1.0)
+        ia = np.where(mask > 0.05, inside(pa), np.float32(1.0))
+        ib = np.where(mask > 0.05, inside(pb), np.float32(1.0))
 
         # the blend: the point itself unless its twin is seen much more squarely (a soft seam), both
         # only past GATE_YAW; the face-region test likewise, so a near-frontal photo passes through
-        gate = float(ramp(abs(math.degrees(yaw)) - GATE_YAW, GATE_RAMP))
-        better = cv2.GaussianBlur(ramp(vis_b - vis_a - MIRROR_MARGIN, 0.2).astype(np.float32), (0, 0), size / 32)
+        gate = np.float32(ramp(abs(math.degrees(yaw)) - GATE_YAW, GATE_RAMP))
+        better = cv2.GaussianBlur(ramp(vis_b - vis_a - MIRROR_MARGIN, 0.2), (0, 0), size / 32)
         better *= gate
         wa = (1 - gate * (1 - ramp(vis_a - VIS_MIN, 0.1))) * (1 - gate * (1 - ia))
         wb = ib * ramp(vis_b - VIS_MIN, 0.1) * (1 - wa * (1 - better))
@@ -287,6 +312,21 @@ class GeometricFrontalizer:
         if hole.any():  # 6. holes inside the face
             out = cv2.inpaint(out, hole, size / 32, cv2.INPAINT_TELEA)
         return out
+
+    def pixels(self, size: int) -> np.ndarray:
+        """(size, size, 2) output pixel centres, as OpenCV (and ``crop()``) place them."""
+        if size not in self._pixels:
+            g = np.arange(size, dtype=np.float64)
+            self._pixels[size] = np.stack(np.meshgrid(g, g), -1)
+        return self._pixels[size]
+
+    def grid_surface(self, field: np.ndarray) -> np.ndarray:
+        """``surface(self.grid, field)``, with the parts that do not depend on the face precomputed."""
+        y = cv2.remap(field, *self.grid_field_map, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        y[..., 0] += self.grid[..., 0]
+        y[..., 1] += self.grid[..., 1]
+        y[..., 2] += self.grid_depth
+        return y
 
 
 class GeometryEngine(Engine):
