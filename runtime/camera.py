@@ -207,9 +207,10 @@ def draw_frame(frame_bgr: np.ndarray, face: Face | None, frontal_rgb: np.ndarray
     return out
 
 
-# Frames the tracking stage may run ahead of the generator when the generator is the slower: enough to
-# absorb a detection frame (~14 ms, every --detect-every frames) without leaving the generator's core
-# idle (headless camera loop on 2 cores: 94 FPS with 1, 104 with 2, 112 with 4).
+# Frames the tracking stage may run ahead of the generator, headless: enough to absorb a detection
+# frame (~14 ms, every --detect-every frames) without leaving the generator's core idle (headless
+# camera loop on 2 cores: 94 FPS with 1, 104 with 2, 112 with 4). In a window, 1: each frame on
+# screen waits for at most one frontal besides its own.
 AHEAD = 4
 MIN_FREE_BYTES = 16 * 2**20  # room kept to close the video and the JSON lines
 FREE_CHECK_EVERY = 10  # frames between free-space checks (statvfs: microseconds)
@@ -376,10 +377,11 @@ def run(args) -> int:
     message, lost = "", ""
     # Stages on threads: while the generator makes frame i's frontal (3DDFA_V2 + geometry: numpy,
     # OpenCV and onnxruntime let go of the GIL), this thread reads and detects or tracks the next
-    # frames, up to AHEAD of it, then hands frame i to the output thread (headless) or shows it.
+    # frames, up to `ahead` of it, then hands frame i to the output thread (headless) or shows it.
     # Frames stay in order.
     pool = ThreadPoolExecutor(1, thread_name_prefix="generator")
     pending: deque = deque()  # (index, frame, face, ms, engine, future of the frontal), oldest first
+    ahead = AHEAD if args.headless else 1
 
     def raise_lost(e: OSError):
         if not output_lost(e, args.out):
@@ -442,8 +444,8 @@ def run(args) -> int:
             if not pending:
                 break
             # hand on every finished frame (a live camera shows each frontal as soon as it is made);
-            # wait for the oldest only when the tracking stage is AHEAD frames ahead, or at the end
-            while pending and (ended or len(pending) > AHEAD or pending[0][5].done()):
+            # wait for the oldest only when the tracking stage is `ahead` frames ahead, or at the end
+            while pending and (ended or len(pending) > ahead or pending[0][5].done()):
                 stop = finish(pending.popleft())
                 if stop:
                     break
