@@ -6,10 +6,10 @@ prediction, with FPS and per-stage milliseconds. Keys (window mode): q quit, s s
 model (``--model`` may be given several times).
 
 Capture runs on its own thread keeping only the latest frame, so a slow model drops frames
-instead of piling them up. The generator runs on a thread of its own too, one frame behind: while it
-makes frame i's frontal, the loop detects or tracks frame i+1 (frames stay in order; the shown
-frontal is one frame late). Headless, a third thread draws, encodes and logs each finished frame. A video FILE in ``--headless`` mode is read in order, every frame
-(there is no real time to keep up with).
+instead of piling them up. The generator runs on a thread of its own too: while it makes frame i's
+frontal, the loop detects or tracks the next frames (up to ``AHEAD`` headless, one in a window;
+frames stay in order). Headless, a third thread draws, encodes and logs each finished frame. A video
+FILE in ``--headless`` mode is read in order, every frame (there is no real time to keep up with).
 
 Detection and pose: ``runtime.detect.FaceAnalyzer`` (``--detector``). Tracking between detections:
 the pose network reads the face again inside the previous frame's crop square (one pass, no
@@ -23,7 +23,7 @@ last cluster. SIGTERM is handled like Ctrl-C (the video is closed and renamed); 
 ``camera.part.mkv`` left by a SIGKILL is kept as ``camera.killed.mkv`` by the next run. Also
 ``DIR/frames.jsonl`` (one JSON line per processed frame: frame index, ``t`` (seconds since the
 loop started, when the frame's frontal was ready), box, yaw, detector or "track", ms per stage, fps;
-"draw" and "write" run on the output thread: drawing, and the video encoder taking the frame) and snapshots. Exit code: 0 when the loop
+"draw" and "write" are the output thread's drawing and encoding) and snapshots. Exit code: 0 when the loop
 ran and ended (end of video, camera gone, q, --max-frames), 1 when the source gave no frame
 at all, 2 for a model or argument error, 4 when the output was lost: OUT's free space fell under
 ``MIN_FREE_BYTES`` (checked every ``FREE_CHECK_EVERY`` frames; OpenCV's video writer does not report
@@ -383,11 +383,6 @@ def run(args) -> int:
     pending: deque = deque()  # (index, frame, face, ms, engine, future of the frontal), oldest first
     ahead = AHEAD if args.headless else 1
 
-    def raise_lost(e: OSError):
-        if not output_lost(e, args.out):
-            raise e
-        raise OutputLost(f"{args.out}: {lost_reason(e, args.out)}") from None
-
     def finish(p) -> str:
         """Draw, write or show a frame whose frontal is under way; a stop message, or ""."""
         nonlocal n, snaps, k, engine
@@ -404,7 +399,9 @@ def run(args) -> int:
                     out.check_room()
                 out.put(lambda: draw_result(frame, face, frontal, eng, fps, ms), record)
             except OSError as e:
-                raise_lost(e)
+                if not output_lost(e, args.out):
+                    raise
+                raise OutputLost(f"{args.out}: {lost_reason(e, args.out)}") from None
             return ""
         canvas = draw_result(frame, face, frontal, eng, fps, ms)
         cv2.imshow("frontalize", canvas)
@@ -426,11 +423,9 @@ def run(args) -> int:
     try:
         started, ended, stop = 0, False, ""
         while True:
-            if ended:
-                pass
-            elif args.max_frames is not None and started >= args.max_frames:
+            if not ended and args.max_frames is not None and started >= args.max_frames:
                 message, ended = f"stopped after --max-frames {started}", True
-            else:
+            if not ended:
                 ms = {}
                 t0 = time.perf_counter()
                 got = source.read()

@@ -58,6 +58,8 @@ def test_headless_video_writes_annotated_video_and_frame_json(tiny, video, tmp_p
     for r in rows:
         assert {"generator", "draw", "write"} <= set(r["ms"]) and r["fps"] >= 0
         assert ("detect" in r["ms"]) != ("track" in r["ms"])
+    t = [r["t"] for r in rows]  # seconds since the loop started, when each frontal was ready: in order
+    assert t[0] > 0 and all(b >= a for a, b in zip(t, t[1:])), t
     # Boxes against the truth: the video moves/scales the sample photo by known transforms, so
     # the crop box of the photo's face, transformed, is where each frame's box should be.
     face = analyzer.analyze(load_image(SAMPLE).rgb)[0][0]
