@@ -46,22 +46,30 @@ const tpsK = (ax, ay, bx, by) => { // r^2 log r from squared distances, as runti
   return 0.5 * d2 * Math.log(d2 + 1e-18);
 };
 
-// Thin-plate spline through values (n x 3) at points (n x 2), smoothing on the diagonal.
-function tpsFit(px, py, values, smoothing) {
-  const n = px.length, m = n + 3, a = new Float64Array(m * m), b = new Float64Array(m * 3);
+// Thin-plate spline weights ((n + 3) x k) through values (n x k, or (n + 3) x k with zeros below) at
+// points (n x 2), smoothing on the diagonal.
+function tpsFit(px, py, values, smoothing, k) {
+  const n = px.length, m = n + 3, a = new Float64Array(m * m), b = new Float64Array(m * k);
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < n; j++) a[i * m + j] = tpsK(px[i], py[i], px[j], py[j]) + (i === j ? smoothing : 0);
     const aff = [1, px[i], py[i]];
     for (let c = 0; c < 3; c++) { a[i * m + n + c] = aff[c]; a[(n + c) * m + i] = aff[c]; }
-    for (let c = 0; c < 3; c++) b[i * 3 + c] = values[i * 3 + c];
+    for (let c = 0; c < k; c++) b[i * k + c] = values[i * k + c];
   }
-  return solve(a, b, m, 3);
+  return solve(a, b, m, k);
 }
 
 // ---------------------------------------------------------------- OpenCV pixel operations
 // An image here: { data, width, height, channels, x0, y0, fullWidth, fullHeight } (a region of a
 // larger image when x0/y0 are set; beyond the full image the border rule applies).
 const plane = (data, width, height, channels = 1) => ({ data, width, height, channels, x0: 0, y0: 0, fullWidth: width, fullHeight: height });
+
+// The float bilinear weights of each 1/32 px offset (fy * 32 + fx), as cv2.remap tabulates them.
+const FW = new Float32Array(32 * 32 * 4);
+for (let i = 0; i < 32 * 32; i++) {
+  const ax = (i % 32) / 32, ay = Math.floor(i / 32) / 32;
+  FW.set([(1 - ay) * (1 - ax), (1 - ay) * ax, ay * (1 - ax), ay * ax], 4 * i);
+}
 
 // cv2.remap(src, mapx - offset, mapy - offset, INTER_LINEAR, border) for n points (maps as
 // float64 arrays; OpenCV takes them as float32 and rounds to 1/32 px). border: 'replicate' or a
@@ -94,11 +102,17 @@ function remap(src, mx, my, offset, border, out = null, nch = src.channels) {
         out[o + c] = (v + 16384) >> 15;
       }
     } else {
-      const ax = fx / 32, ay = fy / 32;
-      const w00 = f32((1 - ay) * (1 - ax)), w01 = f32((1 - ay) * ax), w10 = f32(ay * (1 - ax)), w11 = f32(ay * ax);
-      for (let c = 0; c < nch; c++) {
-        out[o + c] = inside ? data[i0 + c] * w00 + data[i0 + ch + c] * w01 + data[i1 + c] * w10 + data[i1 + ch + c] * w11
-          : at(sx, sy, c) * w00 + at(sx + 1, sy, c) * w01 + at(sx, sy + 1, c) * w10 + at(sx + 1, sy + 1, c) * w11;
+      const q = 4 * (fy * 32 + fx), w00 = FW[q], w01 = FW[q + 1], w10 = FW[q + 2], w11 = FW[q + 3];
+      if (inside && nch === 1) out[o] = data[i0] * w00 + data[i0 + ch] * w01 + data[i1] * w10 + data[i1 + ch] * w11;
+      else if (inside && nch === 3 && ch === 3) {
+        out[o] = data[i0] * w00 + data[i0 + 3] * w01 + data[i1] * w10 + data[i1 + 3] * w11;
+        out[o + 1] = data[i0 + 1] * w00 + data[i0 + 4] * w01 + data[i1 + 1] * w10 + data[i1 + 4] * w11;
+        out[o + 2] = data[i0 + 2] * w00 + data[i0 + 5] * w01 + data[i1 + 2] * w10 + data[i1 + 5] * w11;
+      } else {
+        for (let c = 0; c < nch; c++) {
+          out[o + c] = inside ? data[i0 + c] * w00 + data[i0 + ch + c] * w01 + data[i1 + c] * w10 + data[i1 + ch + c] * w11
+            : at(sx, sy, c) * w00 + at(sx + 1, sy, c) * w01 + at(sx, sy + 1, c) * w10 + at(sx + 1, sy + 1, c) * w11;
+        }
       }
     }
   }
@@ -142,13 +156,17 @@ function gaussianBlur(img, size, ch, sigma) {
 // a row pass then a column pass (a square's min/max is separable).
 function morph(a, w, h, op, r = 1) {
   if (a instanceof Uint8Array && op === Math.min) return erodeBinary(a, w, h, r);
+  const dilate = op === Math.max; // compared inline below: a function argument in the loop is not inlined
   const pass = (src, n, m, step, stride) => { // n lines of m pixels; `step` along a line, `stride` between lines
     const out = new src.constructor(src.length);
     for (let line = 0; line < n; line++) {
       const o = line * stride;
       for (let x = 0; x < m; x++) {
         let v = src[o + x * step];
-        for (let k = Math.max(0, x - r), e = Math.min(m - 1, x + r); k <= e; k++) v = op(v, src[o + k * step]);
+        for (let k = Math.max(0, x - r), e = Math.min(m - 1, x + r); k <= e; k++) {
+          const u = src[o + k * step];
+          if (dilate ? u > v : u < v) v = u;
+        }
         out[o + x * step] = v;
       }
     }
@@ -347,16 +365,38 @@ export class Geometry {
     this.normals = plane(new Float32Array(buf, G.offsets.normals, c * c * 3), c, c, 3);
     this.mask = plane(new Float32Array(buf, G.offsets.face_mask, c * c), c, c);
     this.shape68 = G.shape68; // [[x, y, depth] x 68]
+    // The spline's solve over the mean face's 68 points and its evaluation on the lattice do not depend
+    // on the face: done once, as runtime/geometry.py does (field = tpsLattice @ residuals).
+    const px = this.shape68.map((p) => p[0]), py = this.shape68.map((p) => p[1]), Nf = G.field_n;
+    const eye = new Float64Array(71 * 68);
+    for (let i = 0; i < 68; i++) eye[i * 68 + i] = 1;
+    const W = tpsFit(px, py, eye, G.tps_smoothing, 68); // (71, 68)
+    this.tpsLattice = new Float64Array(Nf * Nf * 68);
+    for (let r = 0; r < Nf; r++) {
+      for (let q = 0; q < Nf; q++) {
+        const x = G.field_lo + G.field_step * q, y = G.field_lo + G.field_step * r, row = (r * Nf + q) * 68;
+        for (let j = 0; j < 68; j++) {
+          const kj = tpsK(x, y, px[j], py[j]);
+          for (let i = 0; i < 68; i++) this.tpsLattice[row + i] += kj * W[j * 68 + i];
+        }
+        for (let i = 0; i < 68; i++) this.tpsLattice[row + i] += W[68 * 68 + i] + x * W[69 * 68 + i] + y * W[70 * 68 + i];
+      }
+    }
   }
 
   // 3D points of this face's surface over model positions (xs, ys): the mean depth plus the field.
-  surface(xs, ys, field) {
+  // P: where to write the (n, 3) points (a new array when not given); the intermediate arrays are
+  // kept between calls (fewer garbage collections).
+  surface(xs, ys, field, P = new Float64Array(xs.length * 3)) {
     const G = this.G, n = xs.length;
-    const z = remap(this.depth, xs, ys, 0.5, 'replicate');
-    const fx = new Float64Array(n), fy = new Float64Array(n);
+    if (this._n !== n) {
+      this._n = n;
+      this._scratch = [new Float64Array(n), new Float64Array(n), new Float32Array(n), new Float32Array(n * 3)];
+    }
+    const [fx, fy, z, d] = this._scratch;
+    remap(this.depth, xs, ys, 0.5, 'replicate', z);
     for (let i = 0; i < n; i++) { fx[i] = (xs[i] - G.field_lo) / G.field_step; fy[i] = (ys[i] - G.field_lo) / G.field_step; }
-    const d = remap(field, fx, fy, 0, 'replicate');
-    const P = new Float64Array(n * 3);
+    remap(field, fx, fy, 0, 'replicate', d);
     for (let i = 0; i < n; i++) { P[3 * i] = xs[i] + d[3 * i]; P[3 * i + 1] = ys[i] + d[3 * i + 1]; P[3 * i + 2] = z[i] + d[3 * i + 2]; }
     return P;
   }
@@ -391,23 +431,16 @@ export class Geometry {
     const r3 = [R2[0][1] * R2[1][2] - R2[0][2] * R2[1][1], R2[0][2] * R2[1][0] - R2[0][0] * R2[1][2], R2[0][0] * R2[1][1] - R2[0][1] * R2[1][0]];
     const R = [R2[0], R2[1], r3];
     // 2. residuals back along the image plane, spread over the lattice by a thin-plate spline
-    const d68 = new Float64Array(68 * 3), px = new Float64Array(68), py = new Float64Array(68);
+    const d68 = new Float64Array(68 * 3);
     for (let i = 0; i < 68; i++) {
       const p = proj(X[i]), ex = L[i][0] - (p[0] + t[0]), ey = L[i][1] - (p[1] + t[1]);
       for (let k = 0; k < 3; k++) d68[i * 3 + k] = (ex * R2[0][k] + ey * R2[1][k]) / s;
-      px[i] = X[i][0]; py[i] = X[i][1];
     }
-    const W = tpsFit(px, py, d68, G.tps_smoothing), Nf = G.field_n;
-    const field = new Float32Array(Nf * Nf * 3);
-    for (let r = 0; r < Nf; r++) {
-      for (let q = 0; q < Nf; q++) {
-        const x = G.field_lo + G.field_step * q, y = G.field_lo + G.field_step * r;
-        for (let k = 0; k < 3; k++) {
-          let v = W[68 * 3 + k] + x * W[69 * 3 + k] + y * W[70 * 3 + k];
-          for (let i = 0; i < 68; i++) v += tpsK(x, y, px[i], py[i]) * W[i * 3 + k];
-          field[(r * Nf + q) * 3 + k] = v;
-        }
-      }
+    const Nf = G.field_n, T = this.tpsLattice, field = new Float32Array(Nf * Nf * 3);
+    for (let q = 0; q < Nf * Nf; q++) {
+      let v0 = 0, v1 = 0, v2 = 0;
+      for (let i = 0, o = q * 68; i < 68; i++) { const w = T[o + i]; v0 += w * d68[3 * i]; v1 += w * d68[3 * i + 1]; v2 += w * d68[3 * i + 2]; }
+      field[3 * q] = v0; field[3 * q + 1] = v1; field[3 * q + 2] = v2;
     }
     const shape = X.map((Y, i) => [Y[0] + d68[i * 3], Y[1] + d68[i * 3 + 1], Y[2] + d68[i * 3 + 2]]);
     return { s, R, t, shape68: shape, field: plane(field, Nf, Nf, 3), yaw: Math.atan2(-r3[0], r3[2]) };
@@ -451,8 +484,9 @@ export class Geometry {
       const dx = (i % size) - o[0], dy = Math.floor(i / size) - o[1];
       xs[i] = dx * inv[0] + dy * inv[1]; ys[i] = dx * inv[2] + dy * inv[3];
     }
+    const P = new Float64Array(n * 3);
     for (let it = 0; it < G.iters; it++) {
-      const P = this.surface(xs, ys, field);
+      this.surface(xs, ys, field, P);
       for (let i = 0; i < n; i++) {
         const X = P[3 * i], Y = P[3 * i + 1], Z = P[3 * i + 2];
         const dx = (i % size) - (F[0][0] * X + F[0][1] * Y + F[0][2] * Z + f0[0]);
