@@ -55,7 +55,8 @@ def render(data: dict) -> tuple[str, dict]:
     lines += [f"Run {data.get('datetime', '?')} on {cpu}, {cores or '?'} cores, "
               f"Python {mi.get('python_version', '?')}; load average during the run "
               f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} "
-              + ("(above the core count: other work competed; the CPU ms column is the load-robust figure)."
+              + ("(above the core count: other work, or the camera loops' own threads, competed; the CPU ms "
+                 "column is the load-robust figure)."
                  if busy else "(below the core count: no other work competed)."), ""]
     if gens:
         src = next((r["source"] for r in gens if r.get("model") == "edge_generator"), "?")
