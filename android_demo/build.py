@@ -139,14 +139,17 @@ def generator_onnx(model: str) -> tuple[str, str]:
 
 def geometry_info(models_dir: str) -> dict:
     """The geometric generator for src/geometry.js: 3DDFA_V2 (runtime/assets/tddfa_mb05.onnx, as
-    runtime.tddfa reads it) and runtime.geometry's mean face: models/geometry.bin holds the floored
-    depth, the normals and the soft face mask (float32, 128 x 128) exactly as GeometricFrontalizer
-    computes them; the constants are read from runtime.geometry and runtime.tddfa."""
+    runtime.tddfa reads it) and runtime.geometry's mean face: models/geometry.bin holds the full,
+    unfloored depth, its gradient (x, y) and the soft face mask (float32, 128 x 128) exactly as
+    GeometricFrontalizer computes them (geometry.js scales and floors the depth and makes the normals
+    per depth scale, as GeometricFrontalizer.mean); the constants are read from runtime.geometry and
+    runtime.tddfa."""
     from runtime import geometry as g, tddfa
     from runtime.assets import asset
 
     gf = g.GeometricFrontalizer()
-    arrays = {"depth": gf.depth, "normals": gf.normals.astype(np.float32), "face_mask": gf.face_mask()}
+    gx, gy = gf.gradient
+    arrays = {"depth_full": gf.depth_full, "grad_x": gx, "grad_y": gy, "face_mask": gf.face_mask()}
     offsets, blob = {}, b""
     for name, a in arrays.items():
         offsets[name] = len(blob)
@@ -158,7 +161,9 @@ def geometry_info(models_dir: str) -> dict:
     return {"model": "geometry", "input_size": 128, "crop_rule": CROP_RULE, "file": "geometry.bin", "offsets": offsets,
             "source": "runtime/geometry.py (runtime/assets/face_geometry.npz) + 3DDFA_V2 (runtime/assets/tddfa_mb05.onnx)",
             "shape68": gf.shape68.tolist(), "canon": g.CANON, "tps_smoothing": g.TPS_SMOOTHING, "dead_zone": g.DEAD_ZONE,
-            "dead_zone_fade": list(g.DEAD_ZONE_FADE),
+            "dead_zone_fade": list(g.DEAD_ZONE_FADE), "depth_scale": g.DEPTH_SCALE,
+            "depth_scale_ramp": list(g.DEPTH_SCALE_RAMP), "depth_scale_steps": g.DEPTH_SCALE_STEPS,
+            "depth_floor": g.DEPTH_FLOOR,
             "iters": g.ITERS, "vis_min": g.VIS_MIN, "mirror_margin": g.MIRROR_MARGIN, "occlusion_eps": g.OCCLUSION_EPS,
             "gate_yaw": g.GATE_YAW, "gate_ramp": g.GATE_RAMP, "forehead": g.FOREHEAD, "field_lo": g.FIELD_LO,
             "field_step": g.FIELD_STEP, "field_n": g.FIELD_N,

@@ -47,6 +47,13 @@ DEAD_ZONE = 4.0  # degrees of yaw left unturned: 3DDFA reads frontal photos with
 # (multipie30 training ids 030-043: within 10 degrees of frontal by 3DDFA_V2 at 75/90: 59/36 -> 77/93 %,
 # pose network at 60: 52 -> 70 %; faceres distance to the true frontal +0.000 to +0.006)
 DEAD_ZONE_FADE = (15.0, 30.0)
+# The mean face's depth (its 68 points and the dense map, about the eyes' plane) is used at DEPTH_SCALE
+# for faces turned DEPTH_SCALE_RAMP[1] degrees or more, in full up to DEPTH_SCALE_RAMP[0] degrees, in
+# DEPTH_SCALE_STEPS steps between (the yaw from a first fit at full depth). Chosen on multipie30
+# training ids 030-043 (geo10, models/GENERATOR_V2.md): at 0.8, 3DDFA_V2 reads 98-100 % of the outputs
+# at 45-90 deg within 10 deg of frontal (was 71-91 %) and faceres distance drops 0.004-0.016 at 30-90
+# deg; at 0 and 15 deg the full depth keeps a frontal photo closest to itself (0.012 vs 0.018 at 0.8).
+DEPTH_SCALE, DEPTH_SCALE_RAMP, DEPTH_SCALE_STEPS = 0.8, (15.0, 30.0), 20
 DEPTH_FLOOR = -25.0  # the mean depth is clamped here beyond the face, so the inverse map does not fold
 ITERS = 4  # fixed-point steps of the inverse map
 VIS_MIN = 0.05  # a point seen this obliquely (normal . view) or less is not used directly
@@ -106,6 +113,17 @@ def remap(img: np.ndarray, xy: np.ndarray, offset: float = 0.0, **kw) -> np.ndar
 
 
 @dataclass
+class MeanFace:
+    """The mean face with its depth at one scale (``GeometricFrontalizer.mean``)."""
+    scale: float
+    shape68: np.ndarray  # (68, 3): x, y, depth (towards the camera)
+    depth: np.ndarray  # (128, 128) float32 at pixel centres, floored at DEPTH_FLOOR (positions)
+    normals: np.ndarray  # (128, 128, 3) float32, from the unfloored depth (visibility)
+    grid_depth: np.ndarray  # the depth on the z-buffer's grid (model units 0..127)
+    affine_pinv: np.ndarray  # (4, 68): the camera's least squares over [shape68 1]
+
+
+@dataclass
 class FaceFit:
     """A scaled-orthographic camera [s R[:2] | t] of this face's 3D shape onto its landmarks."""
     s: float
@@ -114,6 +132,7 @@ class FaceFit:
     shape68: np.ndarray  # (68, 3): this face's landmarks in model coordinates
     field: np.ndarray  # (FIELD_N, FIELD_N, 3): its offset from the mean face, on the lattice
     yaw: float  # radians
+    mean: MeanFace  # the mean face it was fitted with
 
     def cam(self, Y: np.ndarray, R: np.ndarray | None = None) -> np.ndarray:
         return self.s * Y @ (self.R if R is None else R)[:2].T + self.t
@@ -130,28 +149,45 @@ class GeometricFrontalizer:
 
         self.border = border
         with np.load(path or asset("face_geometry.npz")) as z:
-            self.shape68 = z["shape68"].astype(np.float64)  # (68, 3): x, y, depth (towards the camera)
-            depth = z["depth"].astype(np.float32)  # (128, 128) at pixel centres
-        # positions use a floored depth (no folds); visibility the real one (the far side of the head
-        # turns away, so its surround comes from the near side)
-        self.depth = np.maximum(depth, DEPTH_FLOOR)
-        gy, gx = np.gradient(depth)
-        self.normals = np.stack([-gx, -gy, np.ones_like(gx)], -1)
-        self.normals /= np.linalg.norm(self.normals, axis=-1, keepdims=True)
+            self.shape68 = z["shape68"].astype(np.float64)  # (68, 3): x, y, depth (towards the camera), full depth
+            self.depth_full = z["depth"].astype(np.float32)  # (128, 128) at pixel centres, unfloored
+        self.gradient = np.gradient(self.depth_full)[::-1]  # (d/dx, d/dy): the normals at any depth scale
+        self._means: dict[float, MeanFace] = {}
         self._masks: dict[int, np.ndarray] = {}
         # Per-face work that does not depend on the face, done once: the spline's solve over the mean
         # face's 68 points and its evaluation on the lattice (field = tps_lattice @ residuals), and the
         # mean surface on the z-buffer's grid (model units 0..127).
-        self.affine_pinv = np.linalg.pinv(np.c_[self.shape68, np.ones(len(self.shape68))])  # the camera's least squares
         X2 = self.shape68[:, :2]
         gf = FIELD_LO + FIELD_STEP * np.arange(FIELD_N)
         lattice = np.stack(np.meshgrid(gf, gf), -1).reshape(-1, 2)
         self.tps_lattice = tps_eval(X2, tps_fit(X2, np.eye(len(X2))), lattice)  # (FIELD_N^2, 68)
         g = np.arange(CANON, dtype=np.float32)
         self.grid = np.stack(np.meshgrid(g, g), -1)
-        self.grid_depth = remap(self.depth, self.grid, 0.5, borderMode=cv2.BORDER_REPLICATE)
         self.grid_field_map = cv2.convertMaps(*((self.grid - FIELD_LO) / FIELD_STEP).transpose(2, 0, 1), cv2.CV_16SC2)
         self._pixels: dict[int, np.ndarray] = {}
+
+    def mean(self, scale: float = 1.0) -> MeanFace:
+        """The mean face with its depth times ``scale``. Positions use a floored depth (no folds),
+        visibility the real one (the far side of the head turns away, so its surround comes from the
+        near side)."""
+        if scale not in self._means:
+            k = np.float32(scale)
+            depth = np.maximum(self.depth_full * k, np.float32(DEPTH_FLOOR))
+            gx, gy = self.gradient
+            normals = np.stack([-k * gx, -k * gy, np.ones_like(gx)], -1)
+            normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+            shape68 = self.shape68 * [1.0, 1.0, scale]
+            self._means[scale] = MeanFace(scale, shape68, depth, normals,
+                                          remap(depth, self.grid, 0.5, borderMode=cv2.BORDER_REPLICATE),
+                                          np.linalg.pinv(np.c_[shape68, np.ones(len(shape68))]))
+        return self._means[scale]
+
+    @staticmethod
+    def depth_scale(yaw: float) -> float:
+        """The depth scale for a face read at ``yaw`` (radians) at full depth (see DEPTH_SCALE)."""
+        lo, hi = DEPTH_SCALE_RAMP
+        step = np.rint(ramp(math.degrees(abs(yaw)) - lo, hi - lo) * DEPTH_SCALE_STEPS)
+        return 1.0 - (1.0 - DEPTH_SCALE) * float(step) / DEPTH_SCALE_STEPS
 
     def face_mask(self, size: int = CANON) -> np.ndarray:
         """Soft (size, size) mask of the mean face in model coordinates: jaw contour + lifted brows."""
@@ -178,21 +214,24 @@ class GeometricFrontalizer:
         side = np.linalg.norm(cam[0, :3]) * CANON
         return cv2.erode(m, np.ones((3, 3), np.uint8), iterations=max(1, int(side / 100))), lo
 
-    def surface(self, xy: np.ndarray, field: np.ndarray) -> np.ndarray:
-        """3D points (..., 3) float32 of this face's surface over model positions ``xy`` (..., 2)."""
+    def surface(self, xy: np.ndarray, field: np.ndarray, mean: MeanFace | None = None) -> np.ndarray:
+        """3D points (..., 3) float32 of this face's surface over model positions ``xy`` (..., 2);
+        ``mean``: the mean face it was fitted with (``fit.mean``; full depth when not given)."""
         xy = np.asarray(xy, np.float32)
         y = remap(field, (xy - FIELD_LO) * (1 / FIELD_STEP), borderMode=cv2.BORDER_REPLICATE)
         y[..., 0] += xy[..., 0]  # channel by channel: numpy is ~10x slower on a (..., 2) slice
         y[..., 1] += xy[..., 1]
-        y[..., 2] += remap(self.depth, xy, 0.5, borderMode=cv2.BORDER_REPLICATE)
+        y[..., 2] += remap((mean or self.mean()).depth, xy, 0.5, borderMode=cv2.BORDER_REPLICATE)
         return y
 
-    def fit(self, points: np.ndarray) -> FaceFit:
-        """The camera and this face's shape from its 68 landmarks ``points`` (68, 2) in any pixel frame."""
-        X = self.shape68
+    def fit(self, points: np.ndarray, depth_scale: float = 1.0) -> FaceFit:
+        """The camera and this face's shape from its 68 landmarks ``points`` (68, 2) in any pixel frame,
+        with the mean face's depth at ``depth_scale``."""
+        mean = self.mean(depth_scale)
+        X = mean.shape68
         L = np.asarray(points, np.float64)
         # 1. scaled-orthographic camera, fitted affine then made a scaled rotation
-        P = (self.affine_pinv @ L).T
+        P = (mean.affine_pinv @ L).T
         u, sv, vt = np.linalg.svd(P[:, :3], full_matrices=False)
         s, R2 = sv.mean(), u @ vt
         t = (L - s * X @ R2.T).mean(0)
@@ -202,7 +241,7 @@ class GeometricFrontalizer:
         d68 = (L - (s * X @ R2.T + t)) @ R2 / s
         field = (self.tps_lattice @ d68).reshape(FIELD_N, FIELD_N, 3).astype(np.float32)
         v = R[2]
-        return FaceFit(s, R, t, X + d68, field, math.atan2(-v[0], v[2]))
+        return FaceFit(s, R, t, X + d68, field, math.atan2(-v[0], v[2]), mean)
 
     def frontalize(self, rgb: np.ndarray, landmarks: np.ndarray, square, size: int = 128,
                    info: dict | None = None) -> np.ndarray:
@@ -210,12 +249,16 @@ class GeometricFrontalizer:
         ``info``, when given, receives ``landmarks68`` (where the output shows the 68 points) and
         ``face_mask`` (the mean face's soft mask in the output), for training pairs."""
         crop_aff = box_affine(*square, size=size)
-        fit = self.fit(apply(crop_aff, np.asarray(landmarks, np.float64)))
+        points = apply(crop_aff, np.asarray(landmarks, np.float64))
+        fit = self.fit(points)
+        k = self.depth_scale(fit.yaw)
+        if k != 1.0:  # a turned face: fitted again with the shallower mean face
+            fit = self.fit(points, k)
         s, R, t, Y68, yaw = fit.s, fit.R, fit.t, fit.shape68, fit.yaw
         R2, cam = R[:2], fit.cam
 
         def surface(xy):
-            return self.surface(xy, fit.field)
+            return self.surface(xy, fit.field, fit.mean)
 
         # 3. the frontal camera: R without its yaw about the model's vertical axis, then a similarity
         # that puts the eye and mouth midpoints back where the photo has them
@@ -253,7 +296,7 @@ class GeometricFrontalizer:
         ta, tb = cv2.split(ya @ Mt + Mb), cv2.split(yb @ Mt + Mb)  # planes: zx, zy, px, py, z
 
         # visibility: the mean surface's normal . view direction, and a z-buffer for occlusion
-        tg = (self.grid_surface(fit.field) @ Mt[:, [0, 1, 4]] + Mb[[0, 1, 4]]).reshape(-1, 3)
+        tg = (self.grid_surface(fit) @ Mt[:, [0, 1, 4]] + Mb[[0, 1, 4]]).reshape(-1, 3)
         zbuf = np.full(CANON * CANON, -1e9, np.float32)
         ij = np.rint(tg[:, :2]).astype(np.int32)
         ok = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < CANON) & (ij[:, 1] < CANON)
@@ -261,7 +304,7 @@ class GeometricFrontalizer:
         np.maximum.at(zbuf, ij[ok, 1] * CANON + ij[ok, 0], tg[ok, 2])
         zbuf = zbuf.reshape(CANON, CANON)
         zbuf = cv2.erode(cv2.dilate(zbuf, np.ones((3, 3), np.uint8)), np.ones((3, 3), np.uint8))  # close gaps
-        facing = (self.normals @ R[2]).astype(np.float32)
+        facing = (fit.mean.normals @ R[2]).astype(np.float32)
 
         def seen(xy_, t_):
             vis = remap(facing, xy_, 0.5, borderMode=cv2.BORDER_REPLICATE)
@@ -320,12 +363,12 @@ class GeometricFrontalizer:
             self._pixels[size] = np.stack(np.meshgrid(g, g), -1)
         return self._pixels[size]
 
-    def grid_surface(self, field: np.ndarray) -> np.ndarray:
-        """``surface(self.grid, field)``, with the parts that do not depend on the face precomputed."""
-        y = cv2.remap(field, *self.grid_field_map, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    def grid_surface(self, fit: FaceFit) -> np.ndarray:
+        """``surface(self.grid, fit.field, fit.mean)``, with the parts that do not depend on the face precomputed."""
+        y = cv2.remap(fit.field, *self.grid_field_map, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         y[..., 0] += self.grid[..., 0]
         y[..., 1] += self.grid[..., 1]
-        y[..., 2] += self.grid_depth
+        y[..., 2] += fit.mean.grid_depth
         return y
 
 

@@ -53,7 +53,7 @@ def turn(geo: GeometricFrontalizer, rgb: np.ndarray, landmarks: np.ndarray, degr
     step = min(1.0, 0.6 / fit.s)  # <= 0.6 photo pixels between surface samples: no splat holes
     g = np.arange(RENDER_LO, RENDER_HI, step)
     xy = np.stack(np.meshgrid(g, g), -1)
-    Y = geo.surface(xy, fit.field)
+    Y = geo.surface(xy, fit.field, fit.mean)
     em = fit.shape68[[36, 39, 42, 45, 48, 54]].mean(0)
     shift = fit.cam(em) - fit.cam(em, Rt)
     colour = remap(rgb, fit.cam(Y), borderMode=cv2.BORDER_REFLECT)

@@ -361,10 +361,12 @@ export class Geometry {
   constructor(G, buf) {
     this.G = G;
     const c = G.canon;
-    this.depth = plane(new Float32Array(buf, G.offsets.depth, c * c), c, c);
-    this.normals = plane(new Float32Array(buf, G.offsets.normals, c * c * 3), c, c, 3);
+    this.depthFull = new Float32Array(buf, G.offsets.depth_full, c * c); // unfloored, full depth
+    this.gradX = new Float32Array(buf, G.offsets.grad_x, c * c);
+    this.gradY = new Float32Array(buf, G.offsets.grad_y, c * c);
     this.mask = plane(new Float32Array(buf, G.offsets.face_mask, c * c), c, c);
-    this.shape68 = G.shape68; // [[x, y, depth] x 68]
+    this.shape68 = G.shape68; // [[x, y, depth] x 68], full depth
+    this.means = new Map();
     // The spline's solve over the mean face's 68 points and its evaluation on the lattice do not depend
     // on the face: done once, as runtime/geometry.py does (field = tpsLattice @ residuals).
     const px = this.shape68.map((p) => p[0]), py = this.shape68.map((p) => p[1]), Nf = G.field_n;
@@ -385,16 +387,39 @@ export class Geometry {
   }
 
   // 3D points of this face's surface over model positions (xs, ys): the mean depth plus the field.
+  // The mean face with its depth times k (runtime.geometry.GeometricFrontalizer.mean): its 68 points,
+  // the floored depth (positions) and the normals of the unfloored one (visibility).
+  mean(k = 1) {
+    if (!this.means.has(k)) {
+      const G = this.G, c = G.canon, kf = f32(k), n = c * c;
+      const depth = new Float32Array(n), normals = new Float32Array(n * 3);
+      for (let i = 0; i < n; i++) {
+        depth[i] = Math.max(f32(this.depthFull[i] * kf), G.depth_floor);
+        const nx = -f32(kf * this.gradX[i]), ny = -f32(kf * this.gradY[i]), len = Math.sqrt(nx * nx + ny * ny + 1);
+        normals[3 * i] = nx / len; normals[3 * i + 1] = ny / len; normals[3 * i + 2] = 1 / len;
+      }
+      this.means.set(k, { k, shape68: this.shape68.map(([x, y, z]) => [x, y, z * k]), depth: plane(depth, c, c), normals: plane(normals, c, c, 3) });
+    }
+    return this.means.get(k);
+  }
+
+  // The depth scale for a face read at `yaw` (radians) at full depth (runtime.geometry DEPTH_SCALE).
+  depthScale(yaw) {
+    const G = this.G, [lo, hi] = G.depth_scale_ramp;
+    const step = rint(ramp(Math.abs(yaw) * 180 / Math.PI - lo, hi - lo) * G.depth_scale_steps);
+    return 1 - (1 - G.depth_scale) * step / G.depth_scale_steps;
+  }
+
   // P: where to write the (n, 3) points (a new array when not given); the intermediate arrays are
-  // kept between calls (fewer garbage collections).
-  surface(xs, ys, field, P = new Float64Array(xs.length * 3)) {
+  // kept between calls (fewer garbage collections). mean: the mean face the fit used.
+  surface(xs, ys, field, P = new Float64Array(xs.length * 3), mean = this.mean()) {
     const G = this.G, n = xs.length;
     if (this._n !== n) {
       this._n = n;
       this._scratch = [new Float64Array(n), new Float64Array(n), new Float32Array(n), new Float32Array(n * 3)];
     }
     const [fx, fy, z, d] = this._scratch;
-    remap(this.depth, xs, ys, 0.5, 'replicate', z);
+    remap(mean.depth, xs, ys, 0.5, 'replicate', z);
     for (let i = 0; i < n; i++) { fx[i] = (xs[i] - G.field_lo) / G.field_step; fy[i] = (ys[i] - G.field_lo) / G.field_step; }
     remap(field, fx, fy, 0, 'replicate', d);
     for (let i = 0; i < n; i++) { P[3 * i] = xs[i] + d[3 * i]; P[3 * i + 1] = ys[i] + d[3 * i + 1]; P[3 * i + 2] = z[i] + d[3 * i + 2]; }
@@ -402,8 +427,8 @@ export class Geometry {
   }
 
   // The camera [s R | t] and this face's shape from 68 points (x, y) in any pixel frame.
-  fit(L) {
-    const X = this.shape68, G = this.G;
+  fit(L, k = 1) {
+    const mean = this.mean(k), X = mean.shape68, G = this.G;
     // 1. affine camera by least squares ([X 1] P = L), made a scaled rotation: R2 = (M M^T)^-1/2 M
     const A = new Float64Array(16), B = new Float64Array(8);
     for (let i = 0; i < 68; i++) {
@@ -443,7 +468,7 @@ export class Geometry {
       field[3 * q] = v0; field[3 * q + 1] = v1; field[3 * q + 2] = v2;
     }
     const shape = X.map((Y, i) => [Y[0] + d68[i * 3], Y[1] + d68[i * 3 + 1], Y[2] + d68[i * 3 + 2]]);
-    return { s, R, t, shape68: shape, field: plane(field, Nf, Nf, 3), yaw: Math.atan2(-r3[0], r3[2]) };
+    return { s, R, t, shape68: shape, field: plane(field, Nf, Nf, 3), yaw: Math.atan2(-r3[0], r3[2]), mean };
   }
 
   // The face of RGB(A) image `img` with 68 landmarks `lm` ([x, y] image px, hidden side included)
@@ -451,7 +476,11 @@ export class Geometry {
   frontalize(img, lm, square, size) {
     const G = this.G, CANON = G.canon, n = size * size;
     const crop = boxAffine(...square, size);
-    const fit = this.fit(lm.map(([x, y]) => apply(crop, x, y)));
+    const points = lm.map(([x, y]) => apply(crop, x, y));
+    let fit = this.fit(points);
+    const depthScale = this.depthScale(fit.yaw);
+    if (depthScale !== 1) fit = this.fit(points, depthScale); // a turned face: fitted again with the shallower mean face
+    const meanFace = fit.mean;
     const { s, R, t, shape68: Y68, field, yaw } = fit;
     const camX = (P, i) => s * (P[i] * R[0][0] + P[i + 1] * R[0][1] + P[i + 2] * R[0][2]) + t[0];
     const camY = (P, i) => s * (P[i] * R[1][0] + P[i + 1] * R[1][1] + P[i + 2] * R[1][2]) + t[1];
@@ -486,7 +515,7 @@ export class Geometry {
     }
     const P = new Float64Array(n * 3);
     for (let it = 0; it < G.iters; it++) {
-      this.surface(xs, ys, field, P);
+      this.surface(xs, ys, field, P, meanFace);
       for (let i = 0; i < n; i++) {
         const X = P[3 * i], Y = P[3 * i + 1], Z = P[3 * i + 2];
         const dx = (i % size) - (F[0][0] * X + F[0][1] * Y + F[0][2] * Z + f0[0]);
@@ -495,14 +524,14 @@ export class Geometry {
       }
     }
     const tx = xs.map((x) => CANON - x);
-    const ya = this.surface(xs, ys, field), yb = this.surface(tx, ys, field);
+    const ya = this.surface(xs, ys, field, undefined, meanFace), yb = this.surface(tx, ys, field, undefined, meanFace);
     const proj = (P) => { const X = new Float64Array(n), Yv = new Float64Array(n); for (let i = 0; i < n; i++) { X[i] = camX(P, 3 * i); Yv[i] = camY(P, 3 * i); } return [X, Yv]; };
     let [pax, pay] = proj(ya), [pbx, pby] = proj(yb);
 
     // visibility: the mean surface's normal . view direction, and a z-buffer for occlusion
     const gx = new Float64Array(CANON * CANON), gy = new Float64Array(CANON * CANON);
     for (let i = 0; i < CANON * CANON; i++) { gx[i] = i % CANON; gy[i] = Math.floor(i / CANON); }
-    const yg = this.surface(gx, gy, field);
+    const yg = this.surface(gx, gy, field, undefined, meanFace);
     let zbuf = new Float32Array(CANON * CANON).fill(-1e9);
     const kc = CANON / size;
     for (let i = 0; i < CANON * CANON; i++) {
@@ -513,7 +542,7 @@ export class Geometry {
     }
     zbuf = morph(morph(zbuf, CANON, CANON, Math.max), CANON, CANON, Math.min); // close gaps
     const seen = (qx, qy, Pt, px_, py_) => {
-      const nv = remap(this.normals, qx, qy, 0.5, 'replicate');
+      const nv = remap(meanFace.normals, qx, qy, 0.5, 'replicate');
       const vis = new Float64Array(n);
       for (let i = 0; i < n; i++) {
         const X = rint(f32(px_[i] * kc)), Yv = rint(f32(py_[i] * kc));
