@@ -7,7 +7,8 @@ For one face, from the 68 landmarks that ``runtime.tddfa`` reads (hidden side in
 face in the canonical 128 px frame (``face_geometry.npz``: the 68 points and a dense depth map, made by
 ``python -m training.face_geometry``):
 
-1. a scaled-orthographic camera [sR | t] of the mean face onto the landmarks, in the output frame;
+1. a scaled-orthographic camera [sR | t] of the mean face onto the landmarks, in the output frame
+   (a face turned past 15-30 degrees is fitted again to the mean face at 0.8 of its depth: geo10);
 2. this face's own shape: each landmark's residual taken back into 3D along the camera's image
    plane (what the photo shows of the shape, nothing more: a profile changes depth, not width) and
    spread over the face by a thin-plate spline;
@@ -155,8 +156,8 @@ class GeometricFrontalizer:
         self._means: dict[float, MeanFace] = {}
         self._masks: dict[int, np.ndarray] = {}
         # Per-face work that does not depend on the face, done once: the spline's solve over the mean
-        # face's 68 points and its evaluation on the lattice (field = tps_lattice @ residuals), and the
-        # mean surface on the z-buffer's grid (model units 0..127).
+        # face's 68 points and its evaluation on the lattice (field = tps_lattice @ residuals); per
+        # depth scale, in mean(): the camera's least squares and the mean surface on the z-buffer's grid.
         X2 = self.shape68[:, :2]
         gf = FIELD_LO + FIELD_STEP * np.arange(FIELD_N)
         lattice = np.stack(np.meshgrid(gf, gf), -1).reshape(-1, 2)
