@@ -73,6 +73,7 @@ def test_geometric_frontal_keeps_a_frontal_face_and_turns_a_three_quarter_one(td
     three-quarter face comes out as a face the crop pipeline finds and reads as frontal."""
     from runtime.geometry import GeometricFrontalizer
     from runtime.image_io import load_image
+    from runtime.pose import apply, box_affine
     from runtime.tddfa import Tddfa
 
     geo, td = GeometricFrontalizer(), Tddfa(tddfa_onnx, threads=1)
@@ -85,8 +86,12 @@ def test_geometric_frontal_keeps_a_frontal_face_and_turns_a_three_quarter_one(td
     assert diff < 3, diff  # measured 1.1 grey levels (the stage before this one: 10.4 after a blur)
     rgb = load_image(os.path.join(SAMPLES, "three_quarter_bridge.jpg")).rgb
     face = analyzer.analyze(rgb)[0][0]
-    out = geo.frontalize(rgb, td.read(rgb, [face.square])[0].landmarks, face.square, 128)
+    landmarks = td.read(rgb, [face.square])[0].landmarks
+    out = geo.frontalize(rgb, landmarks, face.square, 128)
     assert np.abs(out.astype(np.float32) - face.crop)[inner].mean() > 10  # it was turned
     big = np.pad(out, ((64, 64), (64, 64), (0, 0)), mode="edge")  # some context for the detectors
     found = analyzer.analyze(big)[0]
-    assert found and abs(found[0].yaw) < 20, [f.yaw for f in found]  # measured -15
+    assert found and abs(found[0].yaw) < 20, [f.yaw for f in found]  # measured -15 (geo9), -11.5 (geo10)
+    # geo10: the frontal face keeps the mean face's full depth, the turned one (read -49.5) gets 0.8 of it
+    yaw = geo.fit(apply(box_affine(*face.square, size=128), landmarks)).yaw
+    assert geo.depth_scale(0.0) == 1.0 and geo.depth_scale(yaw) == pytest.approx(0.8)
