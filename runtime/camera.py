@@ -232,7 +232,7 @@ class Outputs:
             os.replace(self.part_path, os.path.join(out_dir, "camera.killed.mkv"))
         self.writer = None
         self.jsonl = open(os.path.join(out_dir, "frames.jsonl"), "w", buffering=1)
-        self.frames = self.records = 0
+        self.records = 0
         self.error: BaseException | None = None  # what stopped the output thread, raised on the loop's thread
         self._raised = False
         # Drawing, mp4v encoding and the JSON line run on their own thread (OpenCV releases the GIL),
@@ -260,7 +260,6 @@ class Outputs:
                 raise FrontalizeError(f"{self.part_path}: cannot open video writer (mp4v)")
         t = time.perf_counter()
         self.writer.write(canvas)
-        self.frames += 1
         record["ms"]["write"] = round((time.perf_counter() - t) * 1e3, 2)
         self.jsonl.write(json.dumps(record) + "\n")
         self.records += 1

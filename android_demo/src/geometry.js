@@ -410,9 +410,9 @@ export class Geometry {
     return 1 - (1 - G.depth_scale) * step / G.depth_scale_steps;
   }
 
-  // P: where to write the (n, 3) points (a new array when not given); the intermediate arrays are
-  // kept between calls (fewer garbage collections). mean: the mean face the fit used.
-  surface(xs, ys, field, P = new Float64Array(xs.length * 3), mean = this.mean()) {
+  // mean: the mean face the fit used; P: where to write the (n, 3) points (a new array when not
+  // given). The intermediate arrays are kept between calls (fewer garbage collections).
+  surface(xs, ys, field, mean, P = new Float64Array(xs.length * 3)) {
     const G = this.G, n = xs.length;
     if (this._n !== n) {
       this._n = n;
@@ -515,7 +515,7 @@ export class Geometry {
     }
     const P = new Float64Array(n * 3);
     for (let it = 0; it < G.iters; it++) {
-      this.surface(xs, ys, field, P, meanFace);
+      this.surface(xs, ys, field, meanFace, P);
       for (let i = 0; i < n; i++) {
         const X = P[3 * i], Y = P[3 * i + 1], Z = P[3 * i + 2];
         const dx = (i % size) - (F[0][0] * X + F[0][1] * Y + F[0][2] * Z + f0[0]);
@@ -524,14 +524,14 @@ export class Geometry {
       }
     }
     const tx = xs.map((x) => CANON - x);
-    const ya = this.surface(xs, ys, field, undefined, meanFace), yb = this.surface(tx, ys, field, undefined, meanFace);
+    const ya = this.surface(xs, ys, field, meanFace), yb = this.surface(tx, ys, field, meanFace);
     const proj = (P) => { const X = new Float64Array(n), Yv = new Float64Array(n); for (let i = 0; i < n; i++) { X[i] = camX(P, 3 * i); Yv[i] = camY(P, 3 * i); } return [X, Yv]; };
     let [pax, pay] = proj(ya), [pbx, pby] = proj(yb);
 
     // visibility: the mean surface's normal . view direction, and a z-buffer for occlusion
     const gx = new Float64Array(CANON * CANON), gy = new Float64Array(CANON * CANON);
     for (let i = 0; i < CANON * CANON; i++) { gx[i] = i % CANON; gy[i] = Math.floor(i / CANON); }
-    const yg = this.surface(gx, gy, field, undefined, meanFace);
+    const yg = this.surface(gx, gy, field, meanFace);
     let zbuf = new Float32Array(CANON * CANON).fill(-1e9);
     const kc = CANON / size;
     for (let i = 0; i < CANON * CANON; i++) {
